@@ -1,0 +1,56 @@
+"""``torch.compile`` with an eager fallback that warns once."""
+
+from __future__ import annotations
+
+import types
+import warnings
+from typing import Any, Callable
+
+import torch
+
+
+class CompileFallbackWarning(UserWarning):
+    """``torch.compile`` could not compile a function, which now runs eagerly."""
+
+
+def compile_or_eager(fn: Callable[..., Any], *, api: str, options: bool | dict) -> Callable[..., Any]:
+    """Compile ``fn`` with ``torch.compile(fullgraph=True)``; on failure warn once and run eager.
+
+    ``options`` is True (inductor, default settings) or a dict of ``torch.compile`` keyword
+    arguments (e.g. ``{"backend": "aot_eager"}``), which override the defaults.
+    """
+    kwargs = {"fullgraph": True, **(options if isinstance(options, dict) else {})}
+    compiled = torch.compile(_fresh_code(fn), **kwargs)
+    eager = False
+
+    def run(*args: Any) -> Any:
+        nonlocal eager
+        if eager:
+            return fn(*args)
+        try:
+            return compiled(*args)
+        except Exception as error:  # noqa: BLE001 - any compiler failure falls back
+            # A mistake in the user's arguments fails eagerly too: report that error.
+            out = fn(*args)
+            eager = True
+            reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+            warnings.warn(
+                f"{api}(compile=True): torch.compile failed ({type(error).__name__}: "
+                f"{reason[:300]}); running eagerly from now on. Pass compile=False to "
+                "silence this warning.",
+                CompileFallbackWarning,
+                stacklevel=3,
+            )
+            return out
+
+    return run
+
+
+def _fresh_code(fn: Callable[..., Any]) -> Callable[..., Any]:
+    # NOTE [one cache per compiled function]: dynamo keeps its compiled graphs on the
+    # *code object* and allows only `recompile_limit` (8) of them. Every value_and_grad
+    # closure shares one code object, so the 9th compiled loss in a process would silently
+    # run eager. A copy of the code object gives each compiled function its own cache.
+    return types.FunctionType(
+        fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+    )

@@ -1,0 +1,46 @@
+"""Which per-sample transform is running, so models can refuse to run per sample."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
+
+# NOTE [per-sample context]: a per-sample transform pushes (api, randomness) here while
+# it runs, and FunctionalModule checks its module against it. The check lives in the
+# model rather than the transform because users wrap f in their own lambdas.
+_STACK: list[tuple[str, str]] = []
+
+
+@contextlib.contextmanager
+def per_sample(api: str, randomness: str) -> Iterator[None]:
+    _STACK.append((api, randomness))
+    try:
+        yield
+    finally:
+        _STACK.pop()
+
+
+def check_module(module: nn.Module) -> None:
+    """Raise if ``module`` cannot be evaluated one sample at a time."""
+    if not _STACK:
+        return
+    api, randomness = _STACK[-1]
+    for name, sub in module.named_modules():
+        if isinstance(sub, _BatchNorm) and sub.training:
+            raise ValueError(
+                f"{api}: submodule {name!r} ({type(sub).__name__}) is in training mode, "
+                "where it normalises with batch statistics, so a per-sample derivative "
+                "would mix samples. Call model.eval() first, or use LayerNorm/GroupNorm, "
+                "which normalise each sample on its own."
+            )
+        if isinstance(sub, _DropoutNd) and sub.training and sub.p > 0 and randomness == "error":
+            raise ValueError(
+                f"{api}: submodule {name!r} ({type(sub).__name__}) is in training mode and "
+                "draws random masks. Pass randomness='different' (a mask per sample, like "
+                "a batched forward) or randomness='same' (one mask for the batch), or call "
+                "model.eval()."
+            )

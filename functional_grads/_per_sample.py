@@ -1,0 +1,75 @@
+"""The one place where a function is mapped over the samples of a batch."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from torch.func import vmap
+
+from . import _checks
+from ._context import per_sample
+
+
+def map_samples(
+    api: str,
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    *,
+    argnums: int,
+    chunk_size: int | None,
+    randomness: str,
+    also: tuple[int, ...] = (),
+) -> Any:
+    """``vmap`` ``fn`` over the leading dimension of ``args[argnums]`` (and of ``args[i]``
+    for ``i`` in ``also``), the other arguments shared by all samples."""
+    _checks.check_batch(api, args, argnums)
+    mapped_at = (argnums, *also)
+    in_dims = tuple(0 if i in mapped_at else None for i in range(len(args)))
+    mapped = vmap(fn, in_dims=in_dims, chunk_size=chunk_size, randomness=randomness)
+    with per_sample(api, randomness):
+        try:
+            return mapped(*args)
+        except RuntimeError as e:
+            if "randomness" in str(e) and randomness == "error":
+                raise ValueError(
+                    f"{api}: f calls a random operation (e.g. dropout) inside a per-sample "
+                    "transform. Pass randomness='different' (independent per sample) or "
+                    "'same' (shared across the batch), or make f deterministic."
+                ) from e
+            raise
+
+
+def scalar_output(api: str, f: Callable[..., Any], has_aux: bool) -> Callable[..., Any]:
+    """Wrap ``f`` so that its per-sample output is checked to be a scalar and squeezed to ``()``."""
+
+    def g(*args: Any) -> Any:
+        out = f(*args)
+        out, aux = _checks.split_aux(api, out) if has_aux else (out, None)
+        _checks.check_tensor_output(api, out)
+        if out.shape not in ((), (1,)):
+            raise ValueError(
+                f"{api}: f must return one scalar per sample (shape [] or [1]), but its "
+                f"per-sample output has shape {_checks.fmt(out.shape)}. For a vector output "
+                "use functional_grads.input_jacobian, or reduce inside f (e.g. .sum())."
+            )
+        out = out.reshape(())
+        return (out, aux) if has_aux else out
+
+    return g
+
+
+def same_shape_output(api: str, f: Callable[..., Any], argnums: int) -> Callable[..., Any]:
+    """Wrap a vector field ``f`` so that its per-sample output must be shaped like its input."""
+
+    def g(*args: Any) -> Any:
+        out = _checks.check_tensor_output(api, f(*args))
+        x = args[argnums]
+        if out.shape != x.shape:
+            raise ValueError(
+                f"{api}: f must be a vector field whose per-sample output is shaped like its "
+                f"input {_checks.fmt(x.shape)}, got {_checks.fmt(out.shape)}. For other shapes "
+                "use functional_grads.input_jacobian."
+            )
+        return out
+
+    return g

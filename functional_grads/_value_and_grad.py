@@ -1,0 +1,109 @@
+"""The outer gradient: a loss's value and its gradient w.r.t. the parameters."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import optree
+import torch
+from torch import Tensor
+
+from . import _checks
+from ._compile import compile_or_eager
+from ._typing import LossFn
+
+
+def value_and_grad(
+    loss: LossFn,
+    /,
+    *,
+    argnums: int | tuple[int, ...] = 0,
+    has_aux: bool = False,
+    compile: bool | dict = False,
+    check: bool = True,
+) -> Callable[..., Any]:
+    """Value of ``loss`` and its gradient w.r.t. the argument(s) at ``argnums``.
+
+    Args:
+      loss: ``loss(params, *batch) -> scalar`` (shape ``[]``), e.g. built from
+        :func:`input_grad`; any composition of this library's transforms works.
+      argnums: which argument(s) to differentiate (default 0, the params).
+      has_aux: if True, ``loss`` returns ``(scalar, aux)``.
+      compile: if True (or a dict of ``torch.compile`` options), the whole step, input
+        derivatives and outer gradient together, is one ``torch.compile(fullgraph=True)``
+        function. If compilation fails, it warns once (``CompileFallbackWarning``) and
+        runs eagerly.
+      check: if True (default), raise ``FloatingPointError`` when the loss or a gradient
+        holds NaN/Inf, and warn when every gradient is exactly zero (no gradient path).
+        Costs one device sync per call; pass False in tight GPU loops or under ``vmap``.
+
+    Returns:
+      A function ``(params, *batch) -> (loss, grads)`` (``((loss, aux), grads)`` with
+      ``has_aux``), ``grads`` shaped like ``params`` (a tuple for a tuple ``argnums``).
+
+    Example:
+      >>> loss = lambda p, x: (p["w"] * x).sum() ** 2
+      >>> value_and_grad(loss)({"w": torch.ones(2)}, torch.ones(2))
+      (tensor(4.), {'w': tensor([4., 4.])})
+    """
+    api = "value_and_grad"
+    _checks.check_callable(api, loss, "loss")
+    if not (isinstance(compile, bool) or isinstance(compile, dict)):
+        raise TypeError(f"{api}: compile must be a bool or a dict of torch.compile options, got {compile!r}.")
+
+    def checked_loss(*args: Any) -> Any:
+        out = loss(*args)
+        value = _checks.split_aux(api, out)[0] if has_aux else out
+        _checks.check_tensor_output(api, value, "loss")
+        if value.shape != ():
+            raise ValueError(
+                f"{api}: loss must return a scalar (shape []), got shape "
+                f"{_checks.fmt(value.shape)}. Reduce it, e.g. with .mean() or .sum()."
+            )
+        return out
+
+    grad_fn = torch.func.grad_and_value(checked_loss, argnums=argnums, has_aux=has_aux)
+
+    def step(*args: Any) -> Any:
+        grads, out = grad_fn(*args)
+        value, aux = out if has_aux else (out, None)
+        leaves = optree.tree_leaves(grads)
+        finite = torch.stack([torch.isfinite(value), *(torch.isfinite(g).all() for g in leaves)]).all()
+        nonzero = torch.stack([(g != 0).any() for g in leaves]).any() if leaves else value.new_ones((), dtype=torch.bool)
+        return value, aux, grads, torch.stack([finite, nonzero])
+
+    run = compile_or_eager(step, api=api, options=compile) if compile else step
+
+    def value_and_grad_fn(*args: Any) -> Any:
+        value, aux, grads, flags = run(*args)
+        if check:
+            _check_result(value, grads, *flags.tolist())
+        return ((value, aux) if has_aux else value), grads
+
+    return value_and_grad_fn
+
+
+def _check_result(value: Tensor, grads: Any, finite: bool, nonzero: bool) -> None:
+    if not finite:
+        paths, leaves, _ = optree.tree_flatten_with_path(grads)
+        bad = [_path(p) for p, g in zip(paths, leaves) if not torch.isfinite(g).all()]
+        raise FloatingPointError(
+            f"value_and_grad: non-finite result: loss = {value.item()}, gradient leaves with "
+            f"NaN/Inf: {bad}. Check the data for NaN/Inf, lower the learning rate, or look "
+            "for a norm/sqrt/log evaluated at 0 inside the loss."
+        )
+    if not nonzero:
+        warnings.warn(
+            "value_and_grad: the gradient is exactly zero for every parameter, so training "
+            "would not change them. Either the loss has no gradient path to the params "
+            "(a detached tensor, or params not used), or the model is piecewise linear "
+            "(e.g. ReLU) and the loss uses its second derivatives, which vanish: use a smooth "
+            "activation (tanh, softplus, gelu, silu).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _path(path: tuple[Any, ...]) -> str:
+    return "grads" + "".join(f"[{k!r}]" for k in path)
