@@ -13,11 +13,14 @@ class CompileFallbackWarning(UserWarning):
     """``torch.compile`` could not compile a function, which now runs eagerly."""
 
 
-def compile_or_eager(fn: Callable[..., Any], *, api: str, options: bool | dict) -> Callable[..., Any]:
+def compile_or_eager(
+    fn: Callable[..., Any], *, api: str, options: bool | dict, static: tuple[int, ...] = ()
+) -> Callable[..., Any]:
     """Compile ``fn`` with ``torch.compile(fullgraph=True)``; on failure warn once and run eager.
 
     ``options`` is True (inductor, default settings) or a dict of ``torch.compile`` keyword
-    arguments (e.g. ``{"backend": "aot_eager"}``), which override the defaults.
+    arguments (e.g. ``{"backend": "aot_eager"}``), which override the defaults. Tensor
+    arguments not listed in ``static`` are batches: their leading dimension is dynamic.
     """
     kwargs = {"fullgraph": True, **(options if isinstance(options, dict) else {})}
     compiled = torch.compile(_fresh_code(fn), **kwargs)
@@ -27,6 +30,7 @@ def compile_or_eager(fn: Callable[..., Any], *, api: str, options: bool | dict) 
         nonlocal eager
         if eager:
             return fn(*args)
+        _mark_batch_dynamic(args, static)
         try:
             return compiled(*args)
         except Exception as error:  # noqa: BLE001 - any compiler failure falls back
@@ -44,6 +48,17 @@ def compile_or_eager(fn: Callable[..., Any], *, api: str, options: bool | dict) 
             return out
 
     return run
+
+
+def _mark_batch_dynamic(args: tuple[Any, ...], static: tuple[int, ...]) -> None:
+    # NOTE [dynamic batch]: without this, dynamo compiles once for the first batch size
+    # and again for the second. Marking the batch dimension up front gives one graph for
+    # all batch sizes, except where a backend guards on a range: dynamo specialises B = 1,
+    # and inductor on CPU decomposes small matmuls (guard 23 <= B <= 2048 on torch 2.13),
+    # so a batch outside the first graph's range compiles one more graph.
+    for i, a in enumerate(args):
+        if i not in static and isinstance(a, torch.Tensor) and a.ndim > 0:
+            torch._dynamo.maybe_mark_dynamic(a, 0)
 
 
 def _fresh_code(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -73,7 +73,8 @@ def value_and_grad(
         nonzero = torch.stack([(g != 0).any() for g in leaves]).any() if leaves else value.new_ones((), dtype=torch.bool)
         return value, aux, grads, torch.stack([finite, nonzero])
 
-    run = compile_or_eager(step, api=api, options=compile) if compile else step
+    static = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    run = compile_or_eager(step, api=api, options=compile, static=static) if compile else step
 
     def value_and_grad_fn(*args: Any) -> Any:
         value, aux, grads, flags = run(*args)

@@ -79,6 +79,18 @@ def test_forward_mode_jacobian_falls_back_to_eager_under_compile():
     torch.testing.assert_close(value, fg.value_and_grad(loss)(params, X)[0])
 
 
+def test_changing_the_batch_size_does_not_recompile():
+    f, params = fg.functionalize(mlp(2, 10, 2, dtype=torch.float32))
+    loss = fg.losses.gradient_matching(f)
+    step = fg.value_and_grad(loss, compile=True)
+    counters = torch._dynamo.utils.counters
+    before = counters["stats"]["unique_graphs"]
+    for B in (100, 37, 512, 64):  # inside one graph's range: see NOTE [dynamic batch]
+        X, S = torch.randn(B, 2), torch.randn(B, 2)
+        torch.testing.assert_close(step(params, X, S), fg.value_and_grad(loss)(params, X, S))
+    assert counters["stats"]["unique_graphs"] - before == 1
+
+
 def test_user_errors_are_raised_not_swallowed_by_the_fallback():
     f, params = fg.functionalize(mlp(2, 4, 1))
     step = fg.value_and_grad(fg.losses.gradient_matching(f), compile={"backend": "eager"})
