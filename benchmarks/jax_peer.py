@@ -1,0 +1,65 @@
+"""The same MLP workloads in JAX (``jit``), with the same weights, when jax is installed."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+
+def available() -> bool:
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def step_for(w) -> Callable[[], Any] | None:
+    """A jitted JAX step equal to workload ``w``'s, or None where there is no peer (CNN)."""
+    import jax
+    import jax.numpy as jnp
+
+    if w.name == "cnn_gp":
+        return None
+    layers = [m for m in w.model if hasattr(m, "weight")]
+    act = {"ReLU": jax.nn.relu, "Tanh": jnp.tanh}[type(w.model[1]).__name__]
+    params = [(jnp.asarray(l.weight.detach().cpu().numpy()), jnp.asarray(l.bias.detach().cpu().numpy())) for l in layers]
+    batch = [jnp.asarray(t.detach().cpu().numpy()) for t in w.batch]
+
+    def f(p, x):  # one sample [D] -> [d_out]
+        for i, (W, b) in enumerate(p):
+            x = W @ x + b
+            if i < len(p) - 1:
+                x = act(x)
+        return x
+
+    scalar = lambda p, x: f(p, x)[0]  # noqa: E731
+    if w.name == "jacobian":
+        fn = jax.jit(jax.vmap(jax.jacrev(f, argnums=1), in_axes=(None, 0)))
+    else:
+        def loss(p, *b):
+            if w.name == "seed002":
+                X, S = b
+                return jnp.mean((jax.vmap(jax.grad(scalar, argnums=1), in_axes=(None, 0))(p, X) - S) ** 2)
+            if w.name == "value_fit":
+                X, Y = b
+                return jnp.mean((jax.vmap(scalar, in_axes=(None, 0))(p, X) - Y) ** 2)
+            X, Y, dY = b
+            v, g = jax.vmap(jax.value_and_grad(scalar, argnums=1), in_axes=(None, 0))(p, X)
+            return jnp.mean((v - Y) ** 2) + jnp.mean((g - dY) ** 2)
+
+        fn = jax.jit(jax.value_and_grad(loss))
+
+    def run():
+        out = fn(params, *batch)
+        jax.block_until_ready(out)
+        return out
+
+    return run
+
+
+def first_value(out) -> float:
+    """The loss (or Jacobian) of a JAX step, for cross-checking against torch."""
+    leaf = out[0] if isinstance(out, tuple) else out
+    return float(np.asarray(leaf).ravel()[0])
