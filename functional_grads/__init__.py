@@ -1,7 +1,10 @@
 """functional_grads: losses built from a network's input derivatives, on torch.func."""
 
 from . import losses as losses
+from . import optim as optim
 from . import testing as testing
+from ._attacks import fgsm as fgsm
+from ._attacks import pgd as pgd
 from ._compile import CompileFallbackWarning as CompileFallbackWarning
 from ._functionalize import FunctionalModule as FunctionalModule
 from ._functionalize import functionalize as functionalize
@@ -13,6 +16,7 @@ from ._operators import hvp as hvp
 from ._operators import input_hessian as input_hessian
 from ._operators import input_jacobian as input_jacobian
 from ._operators import laplacian as laplacian
+from ._optim import make_step as make_step
 from ._typing import Params as Params
 from ._value_and_grad import value_and_grad as value_and_grad
 
@@ -24,6 +28,7 @@ __all__ = [
     "FunctionalModule",
     "Params",
     "divergence",
+    "fgsm",
     "functionalize",
     "hvp",
     "input_grad",
@@ -31,6 +36,9 @@ __all__ = [
     "input_jacobian",
     "laplacian",
     "losses",
+    "make_step",
+    "optim",
+    "pgd",
     "testing",
     "value_and_grad",
     "value_and_input_grad",

@@ -229,9 +229,13 @@ def _trace(square: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def _fewer_inputs(f: Callable[..., Any], args: tuple[Any, ...], argnums: int, has_aux: bool) -> bool:
     """True when one sample of X has fewer elements than f's per-sample output."""
+    return args[argnums][0].numel() < math.prod(output_shape(f, args, argnums, has_aux))
+
+
+def output_shape(f: Callable[..., Any], args: tuple[Any, ...], argnums: int, has_aux: bool = False) -> torch.Size:
+    """The per-sample output shape of ``f``, from one evaluation on the first sample."""
     one = list(args)
     one[argnums] = args[argnums][0]
     with torch.no_grad():
         out = f(*one)
-    out = out[0] if has_aux else out
-    return args[argnums][0].numel() < out.numel()
+    return (out[0] if has_aux else out).shape

@@ -48,9 +48,24 @@ def value_and_grad(
       (tensor(4.), {'w': tensor([4., 4.])})
     """
     api = "value_and_grad"
+    step = grad_step(api, loss, argnums=argnums, has_aux=has_aux)
+    run = maybe_compile(api, step, compile, argnums)
+
+    def value_and_grad_fn(*args: Any) -> Any:
+        value, aux, grads, flags = run(*args)
+        if check:
+            check_result(api, value, grads, flags)
+        return ((value, aux) if has_aux else value), grads
+
+    return value_and_grad_fn
+
+
+def grad_step(api: str, loss: LossFn, *, argnums: Any, has_aux: bool) -> Callable[..., Any]:
+    """``(*args) -> (value, aux, grads, flags)``, a pure function fit for ``torch.compile``.
+
+    ``flags`` is a bool tensor ``[2]``: (loss and grads finite, some gradient nonzero).
+    """
     _checks.check_callable(api, loss, "loss")
-    if not (isinstance(compile, bool) or isinstance(compile, dict)):
-        raise TypeError(f"{api}: compile must be a bool or a dict of torch.compile options, got {compile!r}.")
 
     def checked_loss(*args: Any) -> Any:
         out = loss(*args)
@@ -70,41 +85,40 @@ def value_and_grad(
         value, aux = out if has_aux else (out, None)
         leaves = optree.tree_leaves(grads)
         finite = torch.stack([torch.isfinite(value), *(torch.isfinite(g).all() for g in leaves)]).all()
-        nonzero = torch.stack([(g != 0).any() for g in leaves]).any() if leaves else value.new_ones((), dtype=torch.bool)
+        nonzero = torch.stack([(g != 0).any() for g in leaves]).any() if leaves else finite
         return value, aux, grads, torch.stack([finite, nonzero])
 
+    return step
+
+
+def maybe_compile(api: str, step: Callable[..., Any], compile: Any, argnums: Any) -> Callable[..., Any]:
+    """``step`` compiled per ``compile`` (False, True or torch.compile options), else as is."""
+    if not isinstance(compile, (bool, dict)):
+        raise TypeError(f"{api}: compile must be a bool or a dict of torch.compile options, got {compile!r}.")
+    if not compile:
+        return step
     static = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-    run = compile_or_eager(step, api=api, options=compile, static=static) if compile else step
-
-    def value_and_grad_fn(*args: Any) -> Any:
-        value, aux, grads, flags = run(*args)
-        if check:
-            _check_result(value, grads, *flags.tolist())
-        return ((value, aux) if has_aux else value), grads
-
-    return value_and_grad_fn
+    return compile_or_eager(step, api=api, options=compile, static=static)
 
 
-def _check_result(value: Tensor, grads: Any, finite: bool, nonzero: bool) -> None:
+def check_result(api: str, value: Tensor, grads: Any, flags: Tensor) -> None:
+    """Raise on NaN/Inf, warn on an all-zero gradient (``flags`` from :func:`grad_step`)."""
+    finite, nonzero = flags.tolist()
     if not finite:
         paths, leaves, _ = optree.tree_flatten_with_path(grads)
-        bad = [_path(p) for p, g in zip(paths, leaves) if not torch.isfinite(g).all()]
+        bad = ["grads" + "".join(f"[{k!r}]" for k in p) for p, g in zip(paths, leaves) if not torch.isfinite(g).all()]
         raise FloatingPointError(
-            f"value_and_grad: non-finite result: loss = {value.item()}, gradient leaves with "
-            f"NaN/Inf: {bad}. Check the data for NaN/Inf, lower the learning rate, or look "
-            "for a norm/sqrt/log evaluated at 0 inside the loss."
+            f"{api}: non-finite result: loss = {value.item()}, gradient leaves with NaN/Inf: "
+            f"{bad}. Check the data for NaN/Inf, lower the learning rate, or look for a "
+            "norm/sqrt/log evaluated at 0 inside the loss."
         )
     if not nonzero:
         warnings.warn(
-            "value_and_grad: the gradient is exactly zero for every parameter, so training "
-            "would not change them. Either the loss has no gradient path to the params "
-            "(a detached tensor, or params not used), or the model is piecewise linear "
-            "(e.g. ReLU) and the loss uses its second derivatives, which vanish: use a smooth "
-            "activation (tanh, softplus, gelu, silu).",
+            f"{api}: the gradient is exactly zero for every parameter, so training would not "
+            "change them. Either the loss has no gradient path to the params (a detached "
+            "tensor, or params not used), or the model is piecewise linear (e.g. ReLU) and "
+            "the loss uses its second derivatives, which vanish: use a smooth activation "
+            "(tanh, softplus, gelu, silu).",
             RuntimeWarning,
             stacklevel=3,
         )
-
-
-def _path(path: tuple[Any, ...]) -> str:
-    return "grads" + "".join(f"[{k!r}]" for k in path)
