@@ -1,5 +1,6 @@
 """functional_grads: losses built from a network's input derivatives, on torch.func."""
 
+from . import inverse as inverse
 from . import losses as losses
 from . import optim as optim
 from . import testing as testing
@@ -17,6 +18,7 @@ from ._operators import input_hessian as input_hessian
 from ._operators import input_jacobian as input_jacobian
 from ._operators import laplacian as laplacian
 from ._optim import make_step as make_step
+from ._optimize_input import optimize_input as optimize_input
 from ._typing import Params as Params
 from ._value_and_grad import value_and_grad as value_and_grad
 
@@ -34,10 +36,12 @@ __all__ = [
     "input_grad",
     "input_hessian",
     "input_jacobian",
+    "inverse",
     "laplacian",
     "losses",
     "make_step",
     "optim",
+    "optimize_input",
     "pgd",
     "testing",
     "value_and_grad",

@@ -124,8 +124,9 @@ def perturb(
     """The PGD loop shared by the attacks and the ``adversarial`` loss."""
     check_attack(api, X, eps=eps, steps=steps, step_size=step_size, norm=norm)
     step_size = step_size if step_size is not None else (eps if steps == 1 else 2.5 * eps / steps)
-    delta = _random_in_ball(X, eps, norm, generator) if random_start else torch.zeros_like(X)
-    delta = _clip(X, delta, clip_min, clip_max)
+    delta = torch.zeros_like(X)
+    if random_start:  # the start is clipped only when random, as in Madry et al.'s code
+        delta = _clip(X, _random_in_ball(X, eps, norm, generator), clip_min, clip_max)
     for _ in range(steps):
         g = grad_fn(params, X + delta, Y)
         g = -g if targeted else g
@@ -140,8 +141,8 @@ def check_attack(api: str, X: Any, *, eps: Any, steps: Any, step_size: Any, norm
         raise ValueError(f"{api}: eps must be a non-negative number (the attack radius), got {eps!r}.")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"{api}: steps must be a positive int, got {steps!r}.")
-    if step_size is not None and (not isinstance(step_size, (int, float)) or step_size <= 0):
-        raise ValueError(f"{api}: step_size must be a positive number or None, got {step_size!r}.")
+    if step_size is not None and (not isinstance(step_size, (int, float)) or step_size < 0):
+        raise ValueError(f"{api}: step_size must be a non-negative number or None, got {step_size!r}.")
     if norm not in _NORMS:
         raise ValueError(f"{api}: norm must be one of {_NORMS}, got {norm!r}.")
 

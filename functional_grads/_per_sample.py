@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from torch.func import vmap
+from torch.func import grad_and_value, vmap
 
 from . import _checks
 from ._context import per_sample
@@ -73,3 +73,22 @@ def same_shape_output(api: str, f: Callable[..., Any], argnums: int) -> Callable
         return out
 
     return g
+
+
+def separable_grad(objective: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``x -> (grad, losses [B])`` for ``objective(x) -> [B]`` separable over samples.
+
+    The gradient of the sum is every sample's own gradient, since sample ``i``'s loss
+    depends on ``x[i]`` alone; one backward pass serves the whole batch.
+    """
+    def summed(x: Any) -> Any:
+        losses = objective(x)
+        return losses.sum(), losses
+
+    g = grad_and_value(summed, has_aux=True)
+
+    def separable_grad_fn(x: Any) -> Any:
+        grads, (_, losses) = g(x)
+        return grads, losses
+
+    return separable_grad_fn

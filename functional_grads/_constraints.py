@@ -1,0 +1,86 @@
+"""Projections (feasible sets) and regularisers for optimising inputs."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+Projection = Callable[[Tensor], Tensor]
+Regularizer = Callable[[Tensor], Tensor]
+
+
+def box(clip_min: float | Tensor | None = None, clip_max: float | Tensor | None = None) -> Projection:
+    """Clip every element into ``[clip_min, clip_max]`` (e.g. 0 and 1 for images).
+
+    Example:
+      >>> box(0.0, 1.0)(torch.tensor([[-1.0, 0.5, 2.0]]))
+      tensor([[0.0000, 0.5000, 1.0000]])
+    """
+    if clip_min is None and clip_max is None:
+        raise ValueError("box: give clip_min, clip_max or both.")
+    return lambda x: torch.clamp(x, clip_min, clip_max)
+
+
+def linf_ball(center: Tensor, radius: float) -> Projection:
+    """Project onto ``{x : max |x - center| <= radius}`` (per sample; ``center [B, ...]``).
+
+    Example:
+      >>> linf_ball(torch.zeros(1, 2), 0.5)(torch.tensor([[1.0, -0.2]]))
+      tensor([[ 0.5000, -0.2000]])
+    """
+    _check_radius("linf_ball", radius)
+    return lambda x: center + (x - center).clamp(-radius, radius)
+
+
+def l2_ball(center: Tensor, radius: float) -> Projection:
+    """Project onto ``{x : ||x_i - center_i||_2 <= radius}`` for each sample ``i``.
+
+    Example:
+      >>> l2_ball(torch.zeros(1, 2), 1.0)(torch.tensor([[3.0, 4.0]]))
+      tensor([[0.6000, 0.8000]])
+    """
+    _check_radius("l2_ball", radius)
+
+    def project(x: Tensor) -> Tensor:
+        d = x - center
+        norm = d.flatten(1).norm(dim=1).reshape(-1, *[1] * (d.ndim - 1))
+        return center + d * (radius / norm.clamp_min(1e-12)).clamp(max=1.0)
+
+    return project
+
+
+def l2(weight: float, center: Tensor | None = None) -> Regularizer:
+    """``weight * ||x_i - center_i||^2`` per sample (Tikhonov).
+
+    Example:
+      >>> l2(0.5)(torch.ones(2, 3))
+      tensor([1.5000, 1.5000])
+    """
+    return lambda x: weight * (x if center is None else x - center).flatten(1).pow(2).sum(1)
+
+
+def total_variation(weight: float, *, eps: float = 1e-3) -> Regularizer:
+    """Smoothed isotropic total variation of images ``[B, ..., H, W]`` per sample.
+
+    ``weight * sum sqrt(dx^2 + dy^2 + eps^2)`` over pixels (forward differences; ``eps``
+    keeps the derivative finite on flat regions, Charbonnier's smoothing).
+
+    Example:
+      >>> total_variation(1.0, eps=0.0)(torch.tensor([[[0.0, 1.0], [0.0, 1.0]]]))
+      tensor([1.])
+    """
+    def tv(x: Tensor) -> Tensor:
+        if x.ndim < 3:
+            raise ValueError(f"total_variation: expects images [B, ..., H, W], got shape {list(x.shape)}.")
+        dx = x[..., :-1, 1:] - x[..., :-1, :-1]
+        dy = x[..., 1:, :-1] - x[..., :-1, :-1]
+        return weight * (dx**2 + dy**2 + eps**2).sqrt().flatten(1).sum(1)
+
+    return tv
+
+
+def _check_radius(api: str, radius: float) -> None:
+    if not isinstance(radius, (int, float)) or radius < 0:
+        raise ValueError(f"{api}: radius must be a non-negative number, got {radius!r}.")
