@@ -81,5 +81,13 @@ def check_tensor_output(api: str, out: Any, what: str = "f") -> Tensor:
     return out
 
 
+def not_scalar_per_sample(api: str, shape: Sequence[int]) -> ValueError:
+    return ValueError(
+        f"{api}: f must return one scalar per sample (shape [] or [1]), but its per-sample "
+        f"output has shape {fmt(shape)}. For a vector output use functional_grads.input_jacobian, "
+        "or reduce inside f (e.g. .sum())."
+    )
+
+
 def fmt(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(s) for s in shape) + "]"

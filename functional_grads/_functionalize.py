@@ -12,6 +12,16 @@ from ._context import check_module
 from ._typing import Params
 
 
+# Layers whose batched forward is the per-sample forward stacked (dim 0 is the batch).
+# Not GroupNorm or Flatten: on an unbatched sample they read dim 0 differently.
+_PER_SAMPLE_LAYERS = (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.LayerNorm, nn.Identity, nn.Dropout,
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Softplus, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
+    nn.LogSigmoid, nn.Softsign, nn.Tanhshrink,
+)
+
+
 def functionalize(module: nn.Module, /) -> tuple["FunctionalModule", Params]:
     """Split a module into a pure function and its parameters.
 
@@ -55,6 +65,18 @@ class FunctionalModule:
 
     def __repr__(self) -> str:
         return f"FunctionalModule({self.module!r})"
+
+    def treats_samples_independently(self) -> bool:
+        """True when ``module(X)[i]`` is ``module(X[i])`` by construction, for every ``i``.
+
+        Only ``nn.Sequential`` trees of layers known to act on each sample alone qualify
+        (a custom ``forward`` might mix samples, so it never does).
+        """
+        return all(
+            type(m) is nn.Sequential
+            or (isinstance(m, _PER_SAMPLE_LAYERS) and not (isinstance(m, nn.Dropout) and m.training and m.p > 0))
+            for m in self.module.modules()
+        )
 
     def _check_params(self, params: Params) -> None:
         # NOTE [strict params]: torch.func.functional_call silently uses the module's own

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import torch
 
 from . import _checks
+from ._functionalize import FunctionalModule
 from ._per_sample import map_samples, scalar_output
 from ._typing import PerSampleFn
 
@@ -33,19 +34,18 @@ def input_grad(
     Returns:
       A function ``(params, X) -> grads [B, *x_shape]`` (``(grads, aux)`` with
       ``has_aux``). Samples never mix, and the result is differentiable w.r.t. params.
+      See NOTE [batch-sum strategy] for how it is computed.
 
     Example:
       >>> f = lambda p, x: (p["w"] * x).sum()      # [D] -> []
       >>> input_grad(f)({"w": torch.ones(3)}, torch.zeros(4, 3)).shape
       torch.Size([4, 3])
     """
-    api = "input_grad"
-    _checks.check_callable(api, f)
-    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
-    g = torch.func.grad(scalar_output(api, f, has_aux), argnums=argnums, has_aux=has_aux)
+    grad_and_value = _grad_and_value("input_grad", f, argnums, has_aux, chunk_size, randomness)
 
     def input_grad_fn(*args: Any) -> Any:
-        return map_samples(api, g, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
+        grads, out = grad_and_value(*args)
+        return (grads, out[1]) if has_aux else grads
 
     return input_grad_fn
 
@@ -71,15 +71,48 @@ def value_and_input_grad(
       >>> v.shape, g.shape
       (torch.Size([4]), torch.Size([4, 3]))
     """
-    api = "value_and_input_grad"
-    _checks.check_callable(api, f)
-    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
-    g = torch.func.grad_and_value(scalar_output(api, f, has_aux), argnums=argnums, has_aux=has_aux)
+    grad_and_value = _grad_and_value("value_and_input_grad", f, argnums, has_aux, chunk_size, randomness)
 
     def value_and_input_grad_fn(*args: Any) -> Any:
-        grads, value = map_samples(
-            api, g, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness
-        )
+        grads, value = grad_and_value(*args)
         return value, grads
 
     return value_and_input_grad_fn
+
+
+def _grad_and_value(
+    api: str, f: PerSampleFn, argnums: int, has_aux: bool, chunk_size: int | None, randomness: str
+) -> Callable[..., Any]:
+    """``(*args) -> (grads [B, *x_shape], values [B] or (values, aux))``, per sample."""
+    _checks.check_callable(api, f)
+    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
+    per_sample = torch.func.grad_and_value(scalar_output(api, f, has_aux), argnums=argnums, has_aux=has_aux)
+    batch_sum = torch.func.grad_and_value(_summed_output(api, f), argnums=argnums, has_aux=True)
+    may_sum = isinstance(f, FunctionalModule) and argnums == 1 and not has_aux and chunk_size is None
+
+    def grad_and_value_fn(*args: Any) -> Any:
+        # NOTE [batch-sum strategy]: when samples are independent by construction, the
+        # gradient of sum_i f(x_i) w.r.t. X holds every per-sample gradient, in one batched
+        # backward pass. Measured on 2 CPU cores (torch 2.13): eager, 2.0x faster than
+        # vmap(grad) on seed 002 and 1.14x on the Sobolev workload; compiled, vmap is 12%
+        # faster on Sobolev, so under torch.compile we keep vmap.
+        if may_sum and not torch.compiler.is_compiling() and f.treats_samples_independently():
+            _checks.check_batch(api, args, argnums)
+            grads, (_, values) = batch_sum(*args)
+            return grads, values
+        return map_samples(api, per_sample, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
+
+    return grad_and_value_fn
+
+
+def _summed_output(api: str, f: PerSampleFn) -> Callable[..., Any]:
+    """``(*args) -> (sum of per-sample outputs, per-sample outputs [B])`` for a batched call."""
+
+    def summed(params: Any, X: torch.Tensor, *rest: Any) -> Any:
+        out = _checks.check_tensor_output(api, f(params, X, *rest))
+        if out.shape not in ((X.shape[0],), (X.shape[0], 1)):
+            raise _checks.not_scalar_per_sample(api, out.shape[1:])
+        values = out.reshape(X.shape[0])
+        return values.sum(), values
+
+    return summed

@@ -47,11 +47,7 @@ def scalar_output(api: str, f: Callable[..., Any], has_aux: bool) -> Callable[..
         out, aux = _checks.split_aux(api, out) if has_aux else (out, None)
         _checks.check_tensor_output(api, out)
         if out.shape not in ((), (1,)):
-            raise ValueError(
-                f"{api}: f must return one scalar per sample (shape [] or [1]), but its "
-                f"per-sample output has shape {_checks.fmt(out.shape)}. For a vector output "
-                "use functional_grads.input_jacobian, or reduce inside f (e.g. .sum())."
-            )
+            raise _checks.not_scalar_per_sample(api, out.shape)
         out = out.reshape(())
         return (out, aux) if has_aux else out
 
