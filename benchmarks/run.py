@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jax_peer  # noqa: E402
 import workloads  # noqa: E402
 
-CONTENDERS = ("seed autograd", "torch.func eager", "ours compiled", "jax jit")
+CONTENDERS = ("seed autograd", "torch.func eager", "ours compiled", "ours compiled + CUDA graphs", "jax jit")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> dict:
             "seed autograd": w.seed,
             "torch.func eager": w.ours(compile=False),
             "ours compiled": w.ours(compile=True),
+            # CUDA graphs replay the whole step with one launch: what small GPU steps need.
+            "ours compiled + CUDA graphs": w.ours(compile={"mode": "reduce-overhead"})
+            if args.device.startswith("cuda") else None,
             "jax jit": jax_peer.step_for(w) if use_jax else None,
         }
         for contender, fn in steps.items():
@@ -108,18 +111,25 @@ def _measure(fn, repeats: int, device: str) -> dict:
 
 
 def _targets(rows: list[dict]) -> list[dict]:
+    """Each target, measured with our fastest compiled variant of the workload."""
     get = lambda w, c: next((r for r in rows if r["workload"] == w and r["contender"] == c), None)  # noqa: E731
+
+    def ours(w):
+        mine = [r for r in rows if r["workload"] == w and r["contender"].startswith("ours compiled")]
+        return min(mine, key=lambda r: r["median_ms"]) if mine else None
+
     out = []
-    for r in rows:
-        if r["contender"] == "ours compiled":
-            out.append({"target": f"{r['workload']}: compiled >= 2x faster than the seed pattern",
+    for w in dict.fromkeys(r["workload"] for r in rows):
+        r = ours(w)
+        if r:
+            out.append({"target": f"{w}: compiled >= 2x faster than the seed pattern ({r['contender']})",
                         "measured": round(r["speedup_vs_seed"], 2), "met": r["speedup_vs_seed"] >= 2})
     for w in ("seed002", "sobolev"):
-        ours, jax = get(w, "ours compiled"), get(w, "jax jit")
-        if ours and jax:
-            ratio = jax["median_ms"] / ours["median_ms"]
+        mine, jax = ours(w), get(w, "jax jit")
+        if mine and jax:
+            ratio = jax["median_ms"] / mine["median_ms"]
             out.append({"target": f"{w}: compiled >= 1.5x faster than JAX jit", "measured": round(ratio, 2), "met": ratio >= 1.5})
-    sob, fit = get("sobolev", "ours compiled"), get("value_fit", "ours compiled")
+    sob, fit = ours("sobolev"), ours("value_fit")
     if sob and fit:
         ratio = sob["median_ms"] / fit["median_ms"]
         out.append({"target": "Sobolev step <= 1.5x a value-fitting step", "measured": round(ratio, 2), "met": ratio <= 1.5})
@@ -168,12 +178,12 @@ def _plot(result: dict, path: Path) -> None:
         return
     names = list(dict.fromkeys(r["workload"] for r in result["rows"]))
     fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.2
+    width = 0.8 / len(CONTENDERS)
     for i, c in enumerate(CONTENDERS):
         xs = [j + i * width for j, n in enumerate(names) for r in result["rows"] if r["workload"] == n and r["contender"] == c]
         ys = [r["speedup_vs_seed"] for n in names for r in result["rows"] if r["workload"] == n and r["contender"] == c]
         ax.bar(xs, ys, width, label=c)
-    ax.set_xticks([j + 1.5 * width for j in range(len(names))], names)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names)
     ax.axhline(1.0, color="k", lw=0.5)
     ax.set_ylabel("speedup vs seed autograd pattern")
     ax.set_title(result["machine"].get("gpu", "CPU"))

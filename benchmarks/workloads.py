@@ -27,11 +27,12 @@ class Workload:
     jacobian_only: bool = False                # workload 4: no outer gradient
     extra: dict = field(default_factory=dict)
 
-    def ours(self, compile: bool) -> Callable[[], Any]:
+    def ours(self, compile: bool | dict) -> Callable[[], Any]:
         f, params = fg.functionalize(self.model)
         if self.jacobian_only:
             jac = fg.input_jacobian(f, mode="rev")
-            fn = torch.compile(jac, fullgraph=True) if compile else jac
+            options = compile if isinstance(compile, dict) else {}
+            fn = torch.compile(jac, fullgraph=True, **options) if compile else jac
             return lambda: fn(params, *self.batch)
         step = fg.value_and_grad(self.loss, compile=compile)
         return lambda: step(params, *self.batch)

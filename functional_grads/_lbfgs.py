@@ -7,7 +7,6 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._per_sample import separable_grad
 
 
 class BatchedLBFGS:
@@ -18,9 +17,16 @@ class BatchedLBFGS:
     so one sample's history or step size never changes another's.
     """
 
-    def __init__(self, objective: Callable[[Tensor], Tensor], *, lr: float = 1.0, history: int = 10):
-        self.objective, self.lr, self.m = objective, lr, history
-        self.grad_fn = separable_grad(objective)
+    def __init__(
+        self,
+        objective: Callable[[Tensor], Tensor],
+        grad_fn: Callable[[Tensor], tuple[Tensor, Tensor]],
+        *,
+        lr: float = 1.0,
+        history: int = 10,
+    ):
+        """``grad_fn = separable_grad(objective)``, passed in so that both may be compiled."""
+        self.objective, self.grad_fn, self.lr, self.m = objective, grad_fn, lr, history
         self.s: list[Tensor] = []
         self.y: list[Tensor] = []
         self.last: tuple[Tensor, Tensor] | None = None  # (x, grad) of the previous step

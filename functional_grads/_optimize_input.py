@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -12,6 +12,7 @@ from . import _checks
 from ._lbfgs import BatchedLBFGS
 from ._optim import adam, sgd
 from ._per_sample import separable_grad
+from ._value_and_grad import maybe_compile
 
 Objective = Callable[[Tensor], Tensor]
 _OPTIMIZERS = ("adam", "sgd", "lbfgs")
@@ -41,6 +42,7 @@ def optimize_input(
     callback: Callable[[int, Tensor, Tensor], None] | None = None,
     tol: float | None = None,
     progress: bool = False,
+    compile: bool | dict = False,
 ) -> InputOptimization:
     """Minimise per-sample ``objective(x) [B]`` over ``x``, each sample independently.
 
@@ -62,6 +64,9 @@ def optimize_input(
       tol: a sample stops (is frozen) once its objective changes by at most ``tol``
         between steps; the run stops when every sample has.
       progress: print a progress line to stderr every tenth of the run.
+      compile: compile the inner step (gradient and update; for lbfgs the gradient and
+        the objective) with ``torch.compile``, as in :func:`value_and_grad`; the loop
+        stays Python.
 
     Returns:
       ``InputOptimization(x, history, converged)``.
@@ -98,24 +103,30 @@ def optimize_input(
             )
         return out + regularizer(x) if regularizer is not None else out
 
-    grad_fn = separable_grad(total)
+    maybe = lambda fn: maybe_compile(api, fn, compile, ()) if compile else fn  # noqa: E731
     x = project(x0.detach()) if project is not None else x0.detach().clone()
     active = torch.ones(B, dtype=torch.bool, device=x.device)
     history: list[Tensor] = []
     if optimizer == "lbfgs":
-        engine = BatchedLBFGS(total, lr=lr or 1.0)
+        engine = BatchedLBFGS(maybe(total), maybe(separable_grad(total)), lr=lr or 1.0)
     else:
         opt = adam(lr) if optimizer == "adam" else sgd(lr)
         state = opt.init(x)
+        grad_fn = separable_grad(total)
+
+        def update(x: Tensor, state: Any, active: Tensor) -> Any:
+            grads, losses = grad_fn(x)
+            updates, state = opt.update(grads, state, x)
+            keep = active.reshape(B, *[1] * (x.ndim - 1))
+            return torch.where(keep, x + updates, x), state, losses
+
+        update = maybe(update)
     previous = None
     for step in range(steps):
         if optimizer == "lbfgs":
             x_new, losses = engine.step(x, active)
         else:
-            grads, losses = grad_fn(x)
-            updates, state = opt.update(grads, state, x)
-            keep = active.reshape(B, *[1] * (x.ndim - 1))
-            x_new = torch.where(keep, x + updates, x)
+            x_new, state, losses = update(x, state, active)
         x = project(x_new) if project is not None else x_new
         losses = losses.detach()
         history.append(losses)

@@ -1,5 +1,7 @@
 """optimize_input: per-sample independence, feasibility, frozen models, convergence, errors."""
 
+import warnings
+
 import pytest
 import torch
 from hypothesis import given, strategies as st
@@ -97,3 +99,15 @@ def test_bad_inputs():
         fg.optimize_input(obj, torch.zeros(2, 3), steps=5, optimizer="rmsprop", lr=0.1)
     with pytest.raises(ValueError, match="radius must be a non-negative"):
         inverse.l2_ball(torch.zeros(1, 2), -1.0)
+
+
+@pytest.mark.parametrize("optimizer, lr", [("adam", 0.05), ("lbfgs", None)])
+def test_compiled_inner_step_equals_eager(optimizer, lr):
+    _, f, params, Y, objective = _frozen_problem()
+    x0 = torch.randn(5, 3, dtype=torch.float64)
+    eager = fg.optimize_input(objective, x0, steps=8, optimizer=optimizer, lr=lr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fg.CompileFallbackWarning)
+        compiled = fg.optimize_input(objective, x0, steps=8, optimizer=optimizer, lr=lr, compile=True)
+    torch.testing.assert_close(compiled.x, eager.x, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(compiled.history, eager.history, rtol=1e-9, atol=1e-9)
