@@ -109,7 +109,9 @@ def gradient_alignment(
         if directions is not None:
             check_like(api, "directions", directions, X, "X")
             gf, df = g.flatten(1), directions.flatten(1)
-            loss = loss + (1 - (gf * df).sum(1) / (safe_norm(gf) * safe_norm(df)).clamp_min(1e-12)).mean()
+            # Each norm clamped at 1e-8, as F.cosine_similarity does: cos = 0 at a zero gradient.
+            cos = (gf * df).sum(1) / (safe_norm(gf).clamp_min(1e-8) * safe_norm(df).clamp_min(1e-8))
+            loss = loss + (1 - cos).mean()
         if mask is not None:
             loss = loss + (mask * g).pow(2).flatten(1).sum(1).mean()
         return loss

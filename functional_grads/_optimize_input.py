@@ -103,7 +103,7 @@ def optimize_input(
             )
         return out + regularizer(x) if regularizer is not None else out
 
-    maybe = lambda fn: maybe_compile(api, fn, compile, ()) if compile else fn  # noqa: E731
+    maybe = lambda fn: maybe_compile(api, fn, compile, ())  # noqa: E731
     x = project(x0.detach()) if project is not None else x0.detach().clone()
     active = torch.ones(B, dtype=torch.bool, device=x.device)
     history: list[Tensor] = []

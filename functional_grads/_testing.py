@@ -65,7 +65,7 @@ def check_grads(
     if not where:
         raise ValueError("check_grads: args contain no floating-point tensor to differentiate.")
     xs = [leaves[i] for i in where]
-    dtype = min((x.dtype for x in xs), key=lambda d: torch.finfo(d).eps * -1)
+    dtype = max((x.dtype for x in xs), key=lambda d: torch.finfo(d).eps)  # the least precise
     d_eps, d_atol, d_rtol = _TOLERANCES.get(dtype, _TOLERANCES[torch.float32])
     tol = (eps or d_eps, d_atol if atol is None else atol, d_rtol if rtol is None else rtol)
 
