@@ -169,9 +169,9 @@ def _clip(X: Tensor, delta: Tensor, clip_min: float | None, clip_max: float | No
 
 
 def _random_in_ball(X: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:
-    kw = {"generator": generator, "dtype": X.dtype, "device": X.device}
+    # In-place draws on new_empty: see NOTE [random draws under compile].
     if norm == "linf":
-        return (2 * torch.rand(X.shape, **kw) - 1) * eps
-    direction = torch.randn(X.shape, **kw)
-    radius = torch.rand((X.shape[0],) + (1,) * (X.ndim - 1), **kw) * eps
+        return X.new_empty(X.shape).uniform_(-eps, eps, generator=generator)
+    direction = X.new_empty(X.shape).normal_(generator=generator)
+    radius = X.new_empty((X.shape[0],) + (1,) * (X.ndim - 1)).uniform_(0, eps, generator=generator)
     return direction / (_per_sample_norm(direction) + 1e-12) * radius

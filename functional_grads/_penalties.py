@@ -72,8 +72,7 @@ def interpolate(x_real: Tensor, x_fake: Tensor, /, *, generator: torch.Generator
             f"interpolate: x_real {_checks.fmt(x_real.shape)} {x_real.dtype} and x_fake "
             f"{_checks.fmt(x_fake.shape)} {x_fake.dtype} must have the same shape and dtype."
         )
-    t = torch.rand((x_real.shape[0],) + (1,) * (x_real.ndim - 1), generator=generator,
-                   dtype=x_real.dtype, device=x_real.device)
+    t = x_real.new_empty((x_real.shape[0],) + (1,) * (x_real.ndim - 1)).uniform_(generator=generator)
     return t * x_real + (1 - t) * x_fake
 
 
@@ -94,7 +93,9 @@ def jacobian_penalty(
         of Hoffman et al. 2019, ``n_out * E_v ||v^T J||^2`` with ``v`` uniform on the unit
         sphere, at the cost of one VJP per projection.
       num_projections: projections per sample (``"projection"`` only).
-      generator: draws the projections (reproducible with a seeded generator).
+      generator: draws the projections (reproducible with a seeded generator). Under
+        ``torch.compile`` a generator cannot be traced, so the step then runs eagerly
+        (with a ``CompileFallbackWarning``); without one, the global RNG is used and it compiles.
 
     Returns:
       ``loss(params, X) -> []``, the mean over samples of ``||J_i||_F^2`` (an estimate of it).
@@ -121,7 +122,10 @@ def jacobian_penalty(
     def jacobian_penalty_loss(params: Any, X: Tensor) -> Tensor:
         _checks.check_batch(api, (params, X), 1)
         shape = (X.shape[0], num_projections, *output_shape(f, (params, X), 1))
-        v = torch.randn(shape, generator=generator, dtype=X.dtype, device=X.device)
+        # NOTE [random draws under compile]: torch.randn(shape) with a symbolic batch size
+        # fails under grad in dynamo on torch 2.13; new_empty(...).normal_() traces. A
+        # torch.Generator cannot be traced at all: with one, compile falls back to eager.
+        v = X.new_empty(shape).normal_(generator=generator)
         v = v / v.flatten(2).norm(dim=2).reshape(*shape[:2], *[1] * (len(shape) - 2))
         return map_samples(api, one, (params, X, v), argnums=1, chunk_size=None,
                            randomness=randomness, also=(2,)).mean()

@@ -1,5 +1,7 @@
 """The adversarial loss (FGSM/PGD inside training)."""
 
+import warnings
+
 import pytest
 import torch
 from hypothesis import given, strategies as st
@@ -72,3 +74,13 @@ def test_bad_options():
         fg.losses.adversarial(f, mse, eps=0.1, norm="l1")
     with pytest.raises(ValueError, match="steps must be a positive int"):
         fg.losses.adversarial(f, mse, eps=0.1, steps=0)
+
+
+def test_random_start_compiles():
+    f, params = fg.functionalize(mlp(2, 6, 1, dtype=torch.float32))
+    X, Y = torch.randn(8, 2), torch.randn(8, 1)
+    loss = fg.losses.adversarial(f, mse, eps=0.2, steps=2, random_start=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fg.CompileFallbackWarning)
+        value, grads = fg.value_and_grad(loss, compile=True)(params, X, Y)
+    assert torch.isfinite(value) and set(grads) == set(params)
