@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Callable
 
@@ -83,12 +84,21 @@ def grad_step(api: str, loss: LossFn, *, argnums: Any, has_aux: bool) -> Callabl
     def step(*args: Any) -> Any:
         grads, out = grad_fn(*args)
         value, aux = out if has_aux else (out, None)
-        leaves = optree.tree_leaves(grads)
-        finite = torch.stack([torch.isfinite(value), *(torch.isfinite(g).all() for g in leaves)]).all()
-        nonzero = torch.stack([(g != 0).any() for g in leaves]).any() if leaves else finite
-        return value, aux, grads, torch.stack([finite, nonzero])
+        return value, aux, grads, _flags(value, optree.tree_leaves(grads))
 
     return step
+
+
+def _flags(value: Tensor, leaves: list[Tensor]) -> Tensor:
+    """``[2]`` bool: (value and every leaf finite, some leaf nonzero), in few kernels."""
+    if not leaves:
+        finite = torch.isfinite(value)
+        return torch.stack([finite, finite])
+    # The max-abs norm of each leaf, in one fused launch: NaN or Inf for a leaf holding
+    # either (it cannot overflow, unlike the 2-norm), 0 only for an all-zero leaf.
+    peaks = torch.stack(torch._foreach_norm(leaves, math.inf))
+    finite = torch.isfinite(value) & torch.isfinite(peaks).all()
+    return torch.stack([finite, (peaks > 0).any()])
 
 
 def maybe_compile(api: str, step: Callable[..., Any], compile: Any, argnums: Any) -> Callable[..., Any]:

@@ -69,3 +69,11 @@ def test_no_gradient_path_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fg.value_and_grad(lambda p, x: f(p, x).sum())(params, X)
+
+
+def test_a_nan_or_inf_in_the_gradient_alone_is_reported():
+    # d/dw sqrt(w) at w = 0 is inf while the loss sqrt(0) = 0 is finite.
+    loss = lambda p, x: (p["w"].abs().sqrt() * x).sum()  # noqa: E731
+    params = {"w": torch.tensor([0.0, 1.0], dtype=torch.float64), "ok": torch.ones(1, dtype=torch.float64)}
+    with pytest.raises(FloatingPointError, match=r"loss = 1.0, gradient leaves with NaN/Inf: .*grads\['w'\]"):
+        fg.value_and_grad(lambda p, x: loss(p, x) + 0 * p["ok"].sum())(params, torch.ones(2, dtype=torch.float64))
