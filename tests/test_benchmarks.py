@@ -10,7 +10,7 @@ import run  # noqa: E402
 
 
 def test_quick_run_writes_json_and_markdown(tmp_path):
-    result = run.main(["--quick", "--workloads", "seed002", "jacobian", "--repeats", "2", "--no-jax",
+    result = run.main(["--quick", "--device", "cpu", "--workloads", "seed002", "jacobian", "--repeats", "2", "--no-jax",
                        "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "results-cpu-quick.json").read_text())
     assert saved["rows"] == result["rows"]
