@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import optree
-import torch
 from torch import Tensor
 
 RANDOMNESS = ("error", "different", "same")

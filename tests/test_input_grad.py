@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
 from torch import nn
 
 import functional_grads as fg
