@@ -8,7 +8,7 @@ import optree
 import torch
 from torch import Tensor
 
-from ._attacks import LossOnOutput, check_attack, loss_input_grad, perturb
+from ._attacks import LossOnOutput, check_attack, loss_input_grad, map_with_targets, per_sample_loss, perturb
 from ._typing import PerSampleFn
 
 
@@ -50,7 +50,7 @@ def adversarial(
     if eps == 0:
         raise ValueError(f"{api}: eps must be positive (eps=0 is the plain loss: use loss_fn directly).")
     grad_fn = loss_input_grad(api, f, loss_fn)
-    per_sample_loss = torch.func.vmap(lambda p, x, y: loss_fn(f(p, x), y), in_dims=(None, 0, 0))
+    loss_of_sample = per_sample_loss(api, f, loss_fn)
 
     def adversarial_loss(params: Any, X: Tensor, Y: Tensor) -> Tensor:
         attack_params = params if differentiable else optree.tree_map(Tensor.detach, params)
@@ -59,6 +59,6 @@ def adversarial(
                         generator=generator, api=api)
         if not differentiable:
             X_adv = X_adv.detach()
-        return per_sample_loss(params, X_adv, Y).mean()
+        return map_with_targets(api, loss_of_sample, params, X_adv, Y).mean()
 
     return adversarial_loss

@@ -91,17 +91,23 @@ def pgd(
 
 def loss_input_grad(api: str, f: PerSampleFn, loss_fn: LossOnOutput) -> Callable[[Any, Tensor, Tensor], Tensor]:
     """``(params, X, Y) -> [B, *x_shape]``: per-sample gradient of ``loss_fn(f(params, x), y)``."""
+    g = grad(per_sample_loss(api, f, loss_fn), argnums=1)
+    return lambda params, X, Y: map_with_targets(api, g, params, X, Y)
+
+
+def per_sample_loss(api: str, f: PerSampleFn, loss_fn: LossOnOutput) -> Callable[[Any, Tensor, Tensor], Tensor]:
+    """``(params, x, y) -> []``: one sample's ``loss_fn(f(params, x), y)``, checked to be a scalar."""
     _checks.check_callable(api, f)
     _checks.check_callable(api, loss_fn, "loss_fn")
-    g = grad(scalar_output(api, lambda p, x, y: loss_fn(f(p, x), y), False), argnums=1)
+    return scalar_output(api, lambda p, x, y: loss_fn(f(p, x), y), False)
 
-    def loss_input_grad_fn(params: Any, X: Tensor, Y: Tensor) -> Tensor:
-        if not isinstance(Y, Tensor) or Y.ndim == 0 or Y.shape[0] != X.shape[0]:
-            got = _checks.fmt(Y.shape) if isinstance(Y, Tensor) else type(Y).__name__
-            raise ValueError(f"{api}: Y must hold one target per sample, leading dimension {X.shape[0]}; got {got}.")
-        return map_samples(api, g, (params, X, Y), argnums=1, chunk_size=None, randomness="error", also=(2,))
 
-    return loss_input_grad_fn
+def map_with_targets(api: str, fn: Callable[..., Any], params: Any, X: Tensor, Y: Tensor) -> Any:
+    """Map ``fn(params, x, y)`` over the samples of ``X`` and their targets ``Y``."""
+    if not isinstance(Y, Tensor) or Y.ndim == 0 or Y.shape[0] != X.shape[0]:
+        got = _checks.fmt(Y.shape) if isinstance(Y, Tensor) else type(Y).__name__
+        raise ValueError(f"{api}: Y must hold one target per sample, leading dimension {X.shape[0]}; got {got}.")
+    return map_samples(api, fn, (params, X, Y), argnums=1, chunk_size=None, randomness="error", also=(2,))
 
 
 def perturb(

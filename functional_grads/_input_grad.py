@@ -8,7 +8,7 @@ import torch
 
 from . import _checks
 from ._functionalize import FunctionalModule
-from ._per_sample import map_samples, scalar_output
+from ._per_sample import map_samples, scalar_output, separable_grad
 from ._typing import PerSampleFn
 
 
@@ -87,7 +87,6 @@ def _grad_and_value(
     _checks.check_callable(api, f)
     _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
     per_sample = torch.func.grad_and_value(scalar_output(api, f, has_aux), argnums=argnums, has_aux=has_aux)
-    batch_sum = torch.func.grad_and_value(_summed_output(api, f), argnums=argnums, has_aux=True)
     may_sum = isinstance(f, FunctionalModule) and argnums == 1 and not has_aux and chunk_size is None
 
     def grad_and_value_fn(*args: Any) -> Any:
@@ -98,21 +97,16 @@ def _grad_and_value(
         # faster on Sobolev, so under torch.compile we keep vmap.
         if may_sum and not torch.compiler.is_compiling() and f.treats_samples_independently():
             _checks.check_batch(api, args, argnums)
-            grads, (_, values) = batch_sum(*args)
-            return grads, values
+            params, X, *rest = args
+            return separable_grad(lambda x: _per_sample_values(api, f(params, x, *rest), X.shape[0]))(X)
         return map_samples(api, per_sample, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
 
     return grad_and_value_fn
 
 
-def _summed_output(api: str, f: PerSampleFn) -> Callable[..., Any]:
-    """``(*args) -> (sum of per-sample outputs, per-sample outputs [B])`` for a batched call."""
-
-    def summed(params: Any, X: torch.Tensor, *rest: Any) -> Any:
-        out = _checks.check_tensor_output(api, f(params, X, *rest))
-        if out.shape not in ((X.shape[0],), (X.shape[0], 1)):
-            raise _checks.not_scalar_per_sample(api, out.shape[1:])
-        values = out.reshape(X.shape[0])
-        return values.sum(), values
-
-    return summed
+def _per_sample_values(api: str, out: Any, B: int) -> torch.Tensor:
+    """A batched call's output ``[B]`` or ``[B, 1]`` as one value per sample ``[B]``."""
+    out = _checks.check_tensor_output(api, out)
+    if out.shape not in ((B,), (B, 1)):
+        raise _checks.not_scalar_per_sample(api, out.shape[1:])
+    return out.reshape(B)

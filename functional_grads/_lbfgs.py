@@ -8,7 +8,6 @@ import torch
 from torch import Tensor
 
 
-
 class BatchedLBFGS:
     """L-BFGS (Nocedal & Wright, Alg. 7.4) with every inner product taken per sample.
 

@@ -104,15 +104,15 @@ def optimize_input(
         return out + regularizer(x) if regularizer is not None else out
 
     maybe = lambda fn: maybe_compile(api, fn, compile, ())  # noqa: E731
+    grad_fn = separable_grad(total)
     x = project(x0.detach()) if project is not None else x0.detach().clone()
     active = torch.ones(B, dtype=torch.bool, device=x.device)
     history: list[Tensor] = []
     if optimizer == "lbfgs":
-        engine = BatchedLBFGS(maybe(total), maybe(separable_grad(total)), lr=lr or 1.0)
+        engine = BatchedLBFGS(maybe(total), maybe(grad_fn), lr=lr or 1.0)
     else:
         opt = adam(lr) if optimizer == "adam" else sgd(lr)
         state = opt.init(x)
-        grad_fn = separable_grad(total)
 
         def update(x: Tensor, state: Any, active: Tensor) -> Any:
             grads, losses = grad_fn(x)
