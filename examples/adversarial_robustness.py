@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     results = {}
     plain = lambda f: (lambda p, X, Y: F.cross_entropy(f(p, X), Y))  # noqa: E731
-    robust = lambda f: fg.losses.adversarial(f, cross_entropy, eps=EPS, steps=5)  # noqa: E731
+    robust = lambda f: fg.losses.adversarial(f, cross_entropy, fg.Attack(eps=EPS, steps=5))  # noqa: E731
     for name, make_loss in (("standard training", plain), ("adversarial training", robust)):
         torch.manual_seed(0)
         f, params = fg.functionalize(nn.Sequential(nn.Linear(2, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 2)))

@@ -31,10 +31,10 @@ def main(argv: list[str] | None = None) -> dict:
     x_train = torch.linspace(-2, 3, 256)[:, None]
     fit = lambda p, x, y: ((f(p, x) - y) ** 2).mean()  # noqa: E731
     step = fg.value_and_grad(fit)
-    opt = torch.optim.Adam(params.values(), lr=1e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(1500):
         _, grads = step(params, x_train, 2 * x_train + 1)
-        fg.apply_grads(params, grads)
+        fg.apply_grads(model, grads)  # .grad on the module; params alias its weights
         opt.step()
     model.zero_grad(set_to_none=True)
 

@@ -2,46 +2,56 @@
 
 from . import inverse as inverse
 from . import losses as losses
+from . import operators as operators
 from . import optim as optim
 from . import testing as testing
+from ._attacks import Attack as Attack
 from ._attacks import fgsm as fgsm
+from ._attacks import perturb as perturb
 from ._attacks import pgd as pgd
 from ._compile import CompileFallbackWarning as CompileFallbackWarning
 from ._functionalize import FunctionalModule as FunctionalModule
 from ._functionalize import functionalize as functionalize
+from ._functionalize import load_params as load_params
 from ._input_grad import input_grad as input_grad
 from ._input_grad import value_and_input_grad as value_and_input_grad
-from ._operators import divergence as divergence
-from ._optim_interop import apply_grads as apply_grads
-from ._operators import hvp as hvp
-from ._operators import input_hessian as input_hessian
-from ._operators import input_jacobian as input_jacobian
-from ._operators import laplacian as laplacian
-from ._optim import make_step as make_step
-from ._optimize_input import optimize_input as optimize_input
+from ._train import apply_grads as apply_grads
+from ._train import make_step as make_step
 from ._typing import Params as Params
+from ._value_and_grad import grad as grad
 from ._value_and_grad import value_and_grad as value_and_grad
+from .inverse import optimize_input as optimize_input
+from .operators import divergence as divergence
+from .operators import hvp as hvp
+from .operators import input_hessian as input_hessian
+from .operators import input_jacobian as input_jacobian
+from .operators import laplacian as laplacian
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+    "Attack",
     "CompileFallbackWarning",
-    "apply_grads",
     "FunctionalModule",
     "Params",
+    "apply_grads",
     "divergence",
     "fgsm",
     "functionalize",
+    "grad",
     "hvp",
     "input_grad",
     "input_hessian",
     "input_jacobian",
     "inverse",
     "laplacian",
+    "load_params",
     "losses",
     "make_step",
+    "operators",
     "optim",
     "optimize_input",
+    "perturb",
     "pgd",
     "testing",
     "value_and_grad",

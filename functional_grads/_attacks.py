@@ -1,20 +1,121 @@
-"""FGSM and PGD perturbations from per-sample input gradients of a loss."""
+"""Perturbing an input along the gradient of a loss: one ``Attack`` value, one loop.
+
+``perturb`` (a transform), ``fgsm``/``pgd`` (run at once) and ``losses.adversarial``
+all run the same projected-gradient loop configured by one frozen :class:`Attack`.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import dataclasses
+import math
+from typing import Any, Callable, Literal, Union
 
 import optree
 import torch
 from torch import Tensor
 from torch.func import grad
 
-from . import _checks
+from . import _checks, _random
+from ._numerics import norm_name, per_sample_norm, project_ball
 from ._per_sample import map_samples, scalar_output
-from ._typing import PerSampleFn
+from ._typing import AttackNorm, PerSampleFn, Randomness
 
-_NORMS = ("linf", "l2")
 LossOnOutput = Callable[[Tensor, Tensor], Tensor]
+_ATTACK_NORMS = ("linf", "l2")
+
+
+@dataclasses.dataclass(frozen=True)
+class Attack:
+    """The settings of an FGSM/PGD attack, checked once when built.
+
+    Args:
+      eps: the radius of the ball around the clean input (finite, >= 0).
+      steps: gradient steps (1 with ``step_size=eps`` is FGSM).
+      step_size: the length of each step; default ``eps`` for one step, else
+        ``2.5 * eps / steps`` (Madry et al.).
+      norm: ``"linf"`` (steps along ``sign(g)``) or ``"l2"`` (along ``g / max(||g||, 1e-12)``,
+        the normalisation foolbox uses; advertorch clamps at 1e-6 instead).
+      random_start: False; True for the attack libraries' convention (L-inf: uniform in
+        the cube; L2: a uniform direction and a radius uniform in ``[0, eps]``, denser
+        near the centre than the ball's volume); ``"volume"`` for a start uniform over
+        the L2 ball's volume (the same as True for L-inf).
+      targeted: step down the loss (towards the targets) instead of up.
+      clip_min, clip_max: the valid input range (e.g. 0 and 1 for images), applied after
+        every step and to a random start.
+
+    Example:
+      >>> Attack(eps=0.1, steps=10, norm="l2").step_size
+      0.025
+    """
+
+    eps: float
+    steps: int = 1
+    step_size: float | None = None
+    norm: AttackNorm = "linf"
+    random_start: Union[bool, Literal["volume"]] = False
+    targeted: bool = False
+    clip_min: float | None = None
+    clip_max: float | None = None
+
+    def __post_init__(self) -> None:
+        api = "Attack"
+        _checks.check_number(api, "eps", self.eps)
+        _checks.check_number(api, "steps", self.steps, low=1, integer=True)
+        _checks.check_number(api, "step_size", self.step_size, optional=True)
+        object.__setattr__(self, "norm", norm_name(api, self.norm, _ATTACK_NORMS))
+        if self.random_start not in (False, True, "volume"):
+            raise ValueError(f"{api}: random_start must be False, True or 'volume', got {self.random_start!r}.")
+        _checks.check_number(api, "clip_min", self.clip_min, low=-math.inf, optional=True)
+        _checks.check_number(api, "clip_max", self.clip_max, low=-math.inf, optional=True)
+        if self.clip_min is not None and self.clip_max is not None and self.clip_min > self.clip_max:
+            raise ValueError(f"{api}: clip_min ({self.clip_min}) must not exceed clip_max ({self.clip_max}).")
+        if self.step_size is None:
+            object.__setattr__(self, "step_size", self.eps if self.steps == 1 else 2.5 * self.eps / self.steps)
+
+
+def perturb(
+    f: PerSampleFn,
+    loss_fn: LossOnOutput,
+    attack: Attack,
+    /,
+    *,
+    generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
+    randomness: Randomness = "error",
+) -> Callable[[Any, Tensor, Tensor], Tensor]:
+    """The adversarial examples of ``attack`` against ``f``, as a function of the data.
+
+    Args:
+      f: ``f(params, x)``; loss_fn: ``loss_fn(out, y) -> scalar`` for one sample, e.g.
+        ``lambda out, y: F.cross_entropy(out, y)``.
+      attack: the settings, an :class:`Attack`.
+      generator: draws the random start (reproducible when seeded).
+      chunk_size, randomness: as in :func:`input_grad`.
+
+    Returns:
+      ``(params, X [B, *x_shape], Y [B, ...]) -> X_adv [B, *x_shape]``. Differentiable
+      w.r.t. ``params`` and ``X`` (double backprop); detach the result to treat it as data.
+
+    Example:
+      >>> f = lambda p, x: p["w"] * x
+      >>> mse = lambda out, y: ((out - y) ** 2).sum()
+      >>> perturb(f, mse, Attack(eps=0.1))({"w": torch.ones(2)}, torch.zeros(1, 2), torch.ones(1, 2))
+      tensor([[-0.1000, -0.1000]])
+    """
+    api = "perturb"
+    if not isinstance(attack, Attack):
+        raise TypeError(f"{api}: attack must be a functional_grads.Attack, got {type(attack).__name__}.")
+    _checks.check_options(api, argnums=1, chunk_size=chunk_size, randomness=randomness)
+    g = grad(per_sample_loss(api, f, loss_fn), argnums=1)
+
+    def grad_fn(params: Any, X: Tensor, Y: Tensor) -> Tensor:
+        return map_with_targets(api, g, params, X, Y, chunk_size=chunk_size, randomness=randomness)
+
+    def perturb_fn(params: Any, X: Tensor, Y: Tensor) -> Tensor:
+        _checks.check_batch(api, (params, X), 1)
+        return _run(attack, grad_fn, params, X, Y, generator)
+
+    return perturb_fn
 
 
 def fgsm(
@@ -32,13 +133,7 @@ def fgsm(
 ) -> Tensor:
     """Fast gradient sign method (Goodfellow et al. 2015): ``clip(X + eps * sign(grad_x loss))``.
 
-    Args:
-      f, params: the model as a pure function and its (frozen) parameters.
-      X: inputs ``[B, *x_shape]``; Y: targets ``[B, ...]``, one per sample.
-      loss_fn: ``loss_fn(out, y) -> scalar`` for one sample, e.g.
-        ``lambda out, y: F.cross_entropy(out, y)``.
-      eps: the L-inf radius. targeted: step down the loss towards ``Y`` instead of up.
-      clip_min, clip_max: the valid input range (e.g. 0 and 1 for images).
+    Shorthand for ``perturb(f, loss_fn, Attack(eps, ...))(params, X, Y)``, detached.
 
     Returns:
       The adversarial examples ``[B, *x_shape]`` (no gradient flows to ``params``).
@@ -49,8 +144,8 @@ def fgsm(
       >>> fgsm(f, {"w": torch.ones(2)}, torch.zeros(1, 2), torch.ones(1, 2), loss_fn=mse, eps=0.1)
       tensor([[-0.1000, -0.1000]])
     """
-    return pgd(f, params, X, Y, loss_fn=loss_fn, eps=eps, step_size=eps, steps=1, norm="linf",
-               targeted=targeted, clip_min=clip_min, clip_max=clip_max)
+    attack = Attack(eps, targeted=targeted, clip_min=clip_min, clip_max=clip_max)
+    return _detached(perturb(f, loss_fn, attack), params, X, Y)
 
 
 def pgd(
@@ -64,8 +159,8 @@ def pgd(
     eps: float,
     step_size: float | None = None,
     steps: int = 10,
-    norm: str = "linf",
-    random_start: bool = False,
+    norm: AttackNorm = "linf",
+    random_start: Union[bool, Literal["volume"]] = False,
     targeted: bool = False,
     generator: torch.Generator | None = None,
     clip_min: float | None = None,
@@ -73,26 +168,16 @@ def pgd(
 ) -> Tensor:
     """Projected gradient descent attack (Madry et al. 2018), L-inf or L2.
 
-    Each step moves by ``step_size`` along ``sign(g)`` (linf) or ``g / ||g||`` (l2) of the
-    per-sample loss gradient ``g``, projects onto the ``eps`` ball around ``X`` and clips to
-    ``[clip_min, clip_max]``, as in the widely used attack libraries. ``random_start``
-    draws the start uniformly in the ball. ``steps=1, step_size=eps`` without a random
-    start is :func:`fgsm`. Other arguments as in :func:`fgsm`; ``step_size`` defaults to
-    ``2.5 * eps / steps``.
+    Each step moves by ``step_size`` along the steepest-ascent direction of the
+    per-sample loss, projects onto the ``eps`` ball around ``X`` and clips to
+    ``[clip_min, clip_max]``, as the widely used attack libraries do. Settings as in
+    :class:`Attack`; shorthand for ``perturb(f, loss_fn, Attack(...))(params, X, Y)``.
 
     Returns:
       The adversarial examples ``[B, *x_shape]`` (no gradient flows to ``params``).
     """
-    params = optree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, params)
-    return perturb(loss_input_grad("pgd", f, loss_fn), params, X.detach(), Y, eps=eps, step_size=step_size,
-                   steps=steps, norm=norm, random_start=random_start, targeted=targeted,
-                   generator=generator, clip_min=clip_min, clip_max=clip_max)
-
-
-def loss_input_grad(api: str, f: PerSampleFn, loss_fn: LossOnOutput) -> Callable[[Any, Tensor, Tensor], Tensor]:
-    """``(params, X, Y) -> [B, *x_shape]``: per-sample gradient of ``loss_fn(f(params, x), y)``."""
-    g = grad(per_sample_loss(api, f, loss_fn), argnums=1)
-    return lambda params, X, Y: map_with_targets(api, g, params, X, Y)
+    attack = Attack(eps, steps, step_size, norm, random_start, targeted, clip_min, clip_max)
+    return _detached(perturb(f, loss_fn, attack, generator=generator), params, X, Y)
 
 
 def per_sample_loss(api: str, f: PerSampleFn, loss_fn: LossOnOutput) -> Callable[[Any, Tensor, Tensor], Tensor]:
@@ -102,82 +187,40 @@ def per_sample_loss(api: str, f: PerSampleFn, loss_fn: LossOnOutput) -> Callable
     return scalar_output(api, lambda p, x, y: loss_fn(f(p, x), y), False)
 
 
-def map_with_targets(api: str, fn: Callable[..., Any], params: Any, X: Tensor, Y: Tensor) -> Any:
+def map_with_targets(api: str, fn: Callable[..., Any], params: Any, X: Tensor, Y: Tensor, *,
+                     chunk_size: int | None, randomness: str) -> Any:
     """Map ``fn(params, x, y)`` over the samples of ``X`` and their targets ``Y``."""
     if not isinstance(Y, Tensor) or Y.ndim == 0 or Y.shape[0] != X.shape[0]:
         got = _checks.fmt(Y.shape) if isinstance(Y, Tensor) else type(Y).__name__
         raise ValueError(f"{api}: Y must hold one target per sample, leading dimension {X.shape[0]}; got {got}.")
-    return map_samples(api, fn, (params, X, Y), argnums=1, chunk_size=None, randomness="error", also=(2,))
+    return map_samples(api, fn, (params, X, Y), argnums=1, chunk_size=chunk_size, randomness=randomness, also=(2,))
 
 
-def perturb(
-    grad_fn: Callable[[Any, Tensor, Tensor], Tensor],
-    params: Any,
-    X: Tensor,
-    Y: Tensor,
-    *,
-    eps: float,
-    step_size: float | None,
-    steps: int,
-    norm: str,
-    random_start: bool,
-    targeted: bool = False,
-    generator: torch.Generator | None = None,
-    clip_min: float | None = None,
-    clip_max: float | None = None,
-    api: str = "pgd",
-) -> Tensor:
-    """The PGD loop shared by the attacks and the ``adversarial`` loss."""
-    check_attack(api, X, eps=eps, steps=steps, step_size=step_size, norm=norm)
-    step_size = step_size if step_size is not None else (eps if steps == 1 else 2.5 * eps / steps)
+def _detached(attack_fn: Callable[..., Tensor], params: Any, X: Tensor, Y: Tensor) -> Tensor:
+    params = optree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, params)
+    return attack_fn(params, X.detach() if isinstance(X, Tensor) else X, Y).detach()
+
+
+def _run(attack: Attack, grad_fn: Callable[[Any, Tensor, Tensor], Tensor], params: Any, X: Tensor, Y: Tensor,
+         generator: torch.Generator | None) -> Tensor:
+    """The projected-gradient loop shared by every attack and the adversarial loss."""
+    eps, step_size = attack.eps, attack.step_size
     delta = torch.zeros_like(X)
-    if random_start:  # the start is clipped only when random, as in Madry et al.'s code
-        delta = _clip(X, _random_in_ball(X, eps, norm, generator), clip_min, clip_max)
-    for _ in range(steps):
+    if attack.random_start:  # the start is clipped only when random, as in Madry et al.'s code
+        if attack.norm == "linf":
+            start = _random.uniform(X, X.shape, -eps, eps, generator)
+        else:
+            start = _random.in_l2_ball(X, eps, attack.random_start == "volume", generator)
+        delta = _clip(X, start, attack)
+    for _ in range(attack.steps):
         g = grad_fn(params, X + delta, Y)
-        g = -g if targeted else g
-        delta = _project(delta + step_size * _steepest(g, norm), eps, norm)
-        delta = _clip(X, delta, clip_min, clip_max)
+        g = -g if attack.targeted else g
+        step = g.sign() if attack.norm == "linf" else g / per_sample_norm(g).clamp_min(1e-12)
+        delta = _clip(X, project_ball(delta + step_size * step, eps, attack.norm), attack)
     return X + delta
 
 
-def check_attack(api: str, X: Any, *, eps: Any, steps: Any, step_size: Any, norm: Any) -> None:
-    _checks.check_batch(api, (X,), 0)
-    if not isinstance(eps, (int, float)) or eps < 0:
-        raise ValueError(f"{api}: eps must be a non-negative number (the attack radius), got {eps!r}.")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"{api}: steps must be a positive int, got {steps!r}.")
-    if step_size is not None and (not isinstance(step_size, (int, float)) or step_size < 0):
-        raise ValueError(f"{api}: step_size must be a non-negative number or None, got {step_size!r}.")
-    if norm not in _NORMS:
-        raise ValueError(f"{api}: norm must be one of {_NORMS}, got {norm!r}.")
-
-
-def _per_sample_norm(t: Tensor) -> Tensor:
-    """``[B, *shape] -> [B, 1, ..., 1]``: each sample's L2 norm, broadcastable against t."""
-    return t.flatten(1).norm(dim=1).reshape(-1, *[1] * (t.ndim - 1))
-
-
-def _steepest(g: Tensor, norm: str) -> Tensor:
-    return g.sign() if norm == "linf" else g / (_per_sample_norm(g) + 1e-10)
-
-
-def _project(delta: Tensor, eps: float, norm: str) -> Tensor:
-    if norm == "linf":
-        return delta.clamp(-eps, eps)
-    return delta * (eps / (_per_sample_norm(delta) + 1e-12)).clamp(max=1.0)
-
-
-def _clip(X: Tensor, delta: Tensor, clip_min: float | None, clip_max: float | None) -> Tensor:
-    if clip_min is None and clip_max is None:
+def _clip(X: Tensor, delta: Tensor, attack: Attack) -> Tensor:
+    if attack.clip_min is None and attack.clip_max is None:
         return delta
-    return (X + delta).clamp(clip_min, clip_max) - X
-
-
-def _random_in_ball(X: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:
-    # In-place draws on new_empty: see NOTE [random draws under compile].
-    if norm == "linf":
-        return X.new_empty(X.shape).uniform_(-eps, eps, generator=generator)
-    direction = X.new_empty(X.shape).normal_(generator=generator)
-    radius = X.new_empty((X.shape[0],) + (1,) * (X.ndim - 1)).uniform_(0, eps, generator=generator)
-    return direction / (_per_sample_norm(direction) + 1e-12) * radius
+    return (X + delta).clamp(attack.clip_min, attack.clip_max) - X

@@ -1,18 +1,62 @@
-"""Argument and output checks shared by the transforms."""
+"""Argument and output checks shared by every public function.
+
+Each check raises with the API's name, what it received and what to do: ``TypeError``
+for the wrong kind of thing, ``ValueError`` for a wrong value or shape.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import optree
+import torch
 from torch import Tensor
 
 RANDOMNESS = ("error", "different", "same")
 
 
+def fmt(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+def key_path(root: str, path: Sequence[Any]) -> str:
+    """``params['0.weight']``-style name of a pytree leaf."""
+    return root + "".join(f"[{k!r}]" for k in path)
+
+
 def check_callable(api: str, f: Any, name: str = "f") -> None:
     if not callable(f):
         raise TypeError(f"{api}: {name} must be callable, got {type(f).__name__}.")
+
+
+def check_number(
+    api: str, name: str, value: Any, *, low: float = 0.0, strict: bool = False, high: float = math.inf,
+    integer: bool = False, optional: bool = False,
+) -> None:
+    """Raise unless ``value`` is a finite real number in ``(low|[low, high]`` (an int if asked)."""
+    if value is None and optional:
+        return
+    kind = int if integer else (int, float)
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if ok and not integer:
+        ok = math.isfinite(value)
+    if ok:
+        ok = (value > low if strict else value >= low) and value <= high
+    if not ok:
+        raise ValueError(f"{api}: {name} must be {_describe(low, strict, high, integer)}"
+                         f"{' or None' if optional else ''}, got {value!r}.")
+
+
+def _describe(low: float, strict: bool, high: float, integer: bool) -> str:
+    noun = "int" if integer else "number (finite)"
+    if low == 0 and high == math.inf:
+        return f"a {'positive' if strict else 'non-negative'} {noun}"
+    if integer and low == 1 and high == math.inf:
+        return "a positive int"
+    bound = "" if low == -math.inf else (f" > {low:g}" if strict else f" >= {low:g}")
+    bound += "" if high == math.inf else f"{' and' if bound else ''} <= {high:g}"
+    return f"{'an' if integer else 'a'} {noun}{bound}"
 
 
 def check_options(api: str, *, argnums: Any, chunk_size: Any, randomness: Any) -> None:
@@ -21,14 +65,13 @@ def check_options(api: str, *, argnums: Any, chunk_size: Any, randomness: Any) -
             f"{api}: argnums must be a non-negative int (the position of the batched "
             f"input X), got {argnums!r}."
         )
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"{api}: chunk_size must be None or a positive int, got {chunk_size!r}.")
+    check_number(api, "chunk_size", chunk_size, low=1, integer=True, optional=True)
     if randomness not in RANDOMNESS:
         raise ValueError(f"{api}: randomness must be one of {RANDOMNESS}, got {randomness!r}.")
 
 
 def check_batch(api: str, args: Sequence[Any], argnums: int) -> Tensor:
-    """Check that ``args[argnums]`` is a floating batch ``[B, ...]`` matching the params' dtype."""
+    """Check that ``args[argnums]`` is a floating batch ``[B, ...]`` matching the other args."""
     if argnums >= len(args):
         raise TypeError(
             f"{api}: expected the batched input X at position {argnums}, but the function "
@@ -49,13 +92,20 @@ def check_batch(api: str, args: Sequence[Any], argnums: int) -> Tensor:
             f"{api}: X (argument {argnums}) needs a leading batch dimension [B, *x_shape], got "
             "a 0-d tensor. For one sample use X[None]."
         )
-    others = [a for i, a in enumerate(args) if i != argnums]
-    dtypes = {t.dtype for t in optree.tree_leaves(others) if isinstance(t, Tensor) and t.is_floating_point()}
+    others = [t for i, a in enumerate(args) if i != argnums for t in optree.tree_leaves(a) if isinstance(t, Tensor)]
+    dtypes = {t.dtype for t in others if t.is_floating_point()}
     if len(dtypes) == 1 and x.dtype not in dtypes:
         (dtype,) = dtypes
         raise TypeError(
             f"{api}: X (argument {argnums}) has dtype {x.dtype} but the other arguments "
             f"(the params) are {dtype}. Cast one side: X.to({dtype}) or model.to({x.dtype})."
+        )
+    devices = {t.device for t in others}
+    if len(devices) == 1 and x.device not in devices:
+        (device,) = devices
+        raise ValueError(
+            f"{api}: X (argument {argnums}) is on {x.device} but the params are on {device}. "
+            f"Move one side: X.to({str(device)!r}) or model.to({str(x.device)!r})."
         )
     return x
 
@@ -88,5 +138,53 @@ def not_scalar_per_sample(api: str, shape: Sequence[int]) -> ValueError:
     )
 
 
-def fmt(shape: Sequence[int]) -> str:
-    return "[" + ", ".join(str(s) for s in shape) + "]"
+def check_per_sample(api: str, what: str, out: Any, B: int) -> Tensor:
+    """Check that a user callable returned one value per sample, ``[B]``."""
+    if not isinstance(out, Tensor) or out.shape != (B,):
+        got = fmt(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(
+            f"{api}: {what} must return one loss per sample, shape [{B}], got {got}. "
+            "Reduce over the non-batch dimensions only, e.g. .flatten(1).sum(1)."
+        )
+    return out
+
+
+def check_like(api: str, name: str, t: Any, ref: Tensor, ref_name: str) -> None:
+    """Raise unless ``t`` is a tensor with the shape and dtype of ``ref``."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{api}: {name} must be a tensor, got {type(t).__name__}.")
+    if t.shape != ref.shape:
+        raise ValueError(
+            f"{api}: {name} has shape {fmt(t.shape)} but must be shaped like "
+            f"{ref_name} {fmt(ref.shape)} (one per sample and input element)."
+        )
+    if t.dtype != ref.dtype:
+        raise TypeError(
+            f"{api}: {name} has dtype {t.dtype} but {ref_name} is {ref.dtype}; cast with "
+            f"{name}.to({ref.dtype})."
+        )
+
+
+def per_sample_scalar(api: str, name: str, t: Any, X: Tensor) -> Tensor:
+    """Accept ``[B]`` or ``[B, 1]`` targets for a scalar-per-sample output; return ``[B]``."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{api}: {name} must be a tensor [B], got {type(t).__name__}.")
+    if t.shape not in ((X.shape[0],), (X.shape[0], 1)):
+        raise ValueError(
+            f"{api}: {name} must hold one value per sample, shape [{X.shape[0]}] or "
+            f"[{X.shape[0]}, 1], got {fmt(t.shape)}."
+        )
+    return t.reshape(X.shape[0])
+
+
+def check_broadcastable(api: str, name: str, t: Tensor, ref: Tensor) -> None:
+    """Raise unless ``t`` broadcasts to ``ref``'s shape without enlarging it."""
+    try:
+        shape = torch.broadcast_shapes(t.shape, ref.shape)
+    except RuntimeError:
+        shape = None
+    if shape != ref.shape:
+        raise ValueError(
+            f"{api}: {name} of shape {fmt(t.shape)} must broadcast to {fmt(ref.shape)} "
+            "without adding dimensions (e.g. [*x_shape] for all samples, or [B, *x_shape])."
+        )

@@ -1,38 +1,61 @@
-"""``torch.compile`` with an eager fallback that warns once."""
+"""``torch.compile`` with an eager fallback that warns once, and compile-time logging."""
 
 from __future__ import annotations
 
+import logging
+import time
 import types
 import warnings
 from typing import Any, Callable
 
 import torch
 
+from ._typing import CompileOption
+
+logger = logging.getLogger("functional_grads")
+
 
 class CompileFallbackWarning(UserWarning):
     """``torch.compile`` could not compile a function, which now runs eagerly."""
 
 
+def maybe_compile(api: str, fn: Callable[..., Any], compile: Any, static: tuple[int, ...] = ()) -> Callable[..., Any]:
+    """``fn`` compiled per ``compile`` (False, True or ``torch.compile`` options), else as is."""
+    if not isinstance(compile, (bool, dict)):
+        raise TypeError(f"{api}: compile must be a bool or a dict of torch.compile options, got {compile!r}.")
+    if not compile:
+        return fn
+    return compile_or_eager(fn, api=api, options=compile, static=static)
+
+
 def compile_or_eager(
-    fn: Callable[..., Any], *, api: str, options: bool | dict, static: tuple[int, ...] = ()
+    fn: Callable[..., Any], *, api: str, options: CompileOption, static: tuple[int, ...] = ()
 ) -> Callable[..., Any]:
     """Compile ``fn`` with ``torch.compile(fullgraph=True)``; on failure warn once and run eager.
 
     ``options`` is True (inductor, default settings) or a dict of ``torch.compile`` keyword
     arguments (e.g. ``{"backend": "aot_eager"}``), which override the defaults. Tensor
     arguments not listed in ``static`` are batches: their leading dimension is dynamic.
+    Compilation is logged on the ``functional_grads`` logger (INFO), with its duration.
     """
     kwargs = {"fullgraph": True, **(options if isinstance(options, dict) else {})}
     compiled = torch.compile(_fresh_code(fn), **kwargs)
     eager = False
+    calls = 0
 
     def run(*args: Any) -> Any:
-        nonlocal eager
+        nonlocal eager, calls
         if eager:
             return fn(*args)
         _mark_batch_dynamic(args, static)
+        calls += 1
+        graphs = _graph_count()
+        if calls == 1:
+            logger.info("%s: compiling the step with torch.compile (the first call can take "
+                        "10-60 s on a loaded CPU; later calls reuse the graph)", api)
+        start = time.perf_counter()
         try:
-            return compiled(*args)
+            out = compiled(*args)
         except Exception as error:  # noqa: BLE001 - any compiler failure falls back
             # A mistake in the user's arguments fails eagerly too: report that error.
             out = fn(*args)
@@ -46,8 +69,16 @@ def compile_or_eager(
                 stacklevel=3,
             )
             return out
+        if calls == 1 or _graph_count() != graphs:
+            logger.info("%s: %s in %.2f s", api, "compiled" if calls == 1 else "recompiled for new input shapes",
+                        time.perf_counter() - start)
+        return out
 
     return run
+
+
+def _graph_count() -> int:
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
 
 def _mark_batch_dynamic(args: tuple[Any, ...], static: tuple[int, ...]) -> None:

@@ -3,32 +3,44 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Iterator
 
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 # NOTE [per-sample context]: a per-sample transform pushes (api, randomness) here while
 # it runs, and FunctionalModule checks its module against it. The check lives in the
-# model rather than the transform because users wrap f in their own lambdas.
-_STACK: list[tuple[str, str]] = []
+# model rather than the transform because users wrap f in their own lambdas. The stack
+# is per thread: another thread's plain batched forward is not per sample.
+_LOCAL = threading.local()
+
+
+def _stack() -> list[tuple[str, str, int]]:
+    if not hasattr(_LOCAL, "stack"):
+        _LOCAL.stack = []
+    return _LOCAL.stack
 
 
 @contextlib.contextmanager
-def per_sample(api: str, randomness: str) -> Iterator[None]:
-    _STACK.append((api, randomness))
+def per_sample(api: str, randomness: str, sample_ndim: int) -> Iterator[None]:
+    """Mark the code inside as running on one sample of ``sample_ndim`` dimensions."""
+    stack = _stack()
+    stack.append((api, randomness, sample_ndim))
     try:
         yield
     finally:
-        _STACK.pop()
+        stack.pop()
 
 
 def check_module(module: nn.Module) -> None:
     """Raise if ``module`` cannot be evaluated one sample at a time."""
-    if not _STACK:
+    stack = _stack()
+    if not stack:
         return
-    api, randomness = _STACK[-1]
+    api, randomness, _ = stack[-1]
     for name, sub in module.named_modules():
         if isinstance(sub, _BatchNorm) and sub.training:
             raise ValueError(
@@ -44,3 +56,9 @@ def check_module(module: nn.Module) -> None:
                 "a batched forward) or randomness='same' (one mask for the batch), or call "
                 "model.eval()."
             )
+
+
+def is_one_sample(x: torch.Tensor) -> bool:
+    """True for an input shaped like one sample of the innermost per-sample transform."""
+    stack = _stack()
+    return bool(stack) and x.ndim == stack[-1][2]

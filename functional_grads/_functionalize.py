@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import optree
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from ._context import check_module
-from ._typing import Params
+from ._checks import fmt
+from ._context import check_module, is_one_sample
+from ._typing import ParamsDict
 
 
-# Layers whose batched forward is the per-sample forward stacked (dim 0 is the batch).
-# Not GroupNorm or Flatten: on an unbatched sample they read dim 0 differently.
+# Layers whose batched forward is the per-sample forward stacked (dim 0 is the batch),
+# matched by exact type: a subclass may override forward and mix samples.
 _PER_SAMPLE_LAYERS = (
     nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.LayerNorm, nn.Identity, nn.Dropout,
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
@@ -22,7 +24,7 @@ _PER_SAMPLE_LAYERS = (
 )
 
 
-def functionalize(module: nn.Module, /) -> tuple["FunctionalModule", Params]:
+def functionalize(module: nn.Module, /) -> tuple["FunctionalModule", ParamsDict]:
     """Split a module into a pure function and its parameters.
 
     Args:
@@ -32,9 +34,12 @@ def functionalize(module: nn.Module, /) -> tuple["FunctionalModule", Params]:
     Returns:
       ``(f, params)``: ``f(params, x, *args, **kwargs)`` equals ``module(x, ...)`` for a
       batch ``[B, *x_shape]`` or a single sample ``[*x_shape]``, and ``params`` is a
-      dict name -> tensor. The tensors share storage with the module's parameters but
-      do not require grad, so an in-place optimizer step on them (see ``apply_grads``)
-      updates the module, and no autograd graph is recorded outside our transforms.
+      dict name -> tensor. The tensors are detached aliases of the module's parameters
+      (no copy, no autograd graph outside our transforms). Functional training returns
+      new params and leaves the module alone: write them back with :func:`load_params`.
+      To train the module with ``torch.optim``, see :func:`apply_grads`. Inside a
+      per-sample transform, the module gets each sample as a batch of one (``x[None]``),
+      so modules that insist on a batch dimension (``Flatten``, ``BatchNorm1d``) work.
 
     Example:
       >>> f, params = functionalize(torch.nn.Linear(3, 1))
@@ -46,8 +51,30 @@ def functionalize(module: nn.Module, /) -> tuple["FunctionalModule", Params]:
             f"functionalize: expected an nn.Module, got {type(module).__name__}. "
             "For a plain function, write it as f(params, x) and use it directly."
         )
-    params = {name: p.detach() for name, p in module.named_parameters()}
-    return FunctionalModule(module), params
+    f = FunctionalModule(module)
+    return f, f.params()
+
+
+def load_params(module: nn.Module, params: ParamsDict, /) -> None:
+    """Write ``params`` (e.g. trained by ``make_step``) into ``module``'s parameters, in place.
+
+    Keys, shapes, dtypes and devices must match the module's parameters exactly.
+
+    Example:
+      >>> model = torch.nn.Linear(2, 1)
+      >>> load_params(model, {"weight": torch.ones(1, 2), "bias": torch.zeros(1)})
+      >>> model.weight
+      Parameter containing:
+      tensor([[1., 1.]], requires_grad=True)
+    """
+    api = "load_params"
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{api}: expected the nn.Module to write into, got {type(module).__name__}.")
+    match_names(api, dict(module.named_parameters()), params, "params")
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            match_tensor(api, f"params[{name!r}]", params[name], p)
+            p.copy_(params[name])
 
 
 class FunctionalModule:
@@ -57,11 +84,23 @@ class FunctionalModule:
         self.module = module
         self._shapes = {name: p.shape for name, p in module.named_parameters()}
 
-    def __call__(self, params: Params, x: Any, /, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, params: ParamsDict, x: Any, /, *args: Any, **kwargs: Any) -> Any:
         self._check_params(params)
         check_module(self.module)
         tensors = {**dict(self.module.named_buffers()), **params}
+        if isinstance(x, torch.Tensor) and is_one_sample(x):
+            # NOTE [batch of one]: a per-sample transform hands f one sample [*x_shape];
+            # many modules (Flatten, BatchNorm1d, user code) assume a batch dimension, so
+            # the module sees [1, *x_shape], as in a plain forward, and we drop it again.
+            # An input that already has the batch's ndim (a user's own x[None]) is passed
+            # as it is.
+            out = functional_call(self.module, tensors, (x[None], *args), kwargs)
+            return optree.tree_map(lambda t: t[0] if isinstance(t, torch.Tensor) and t.ndim else t, out)
         return functional_call(self.module, tensors, (x, *args), kwargs)
+
+    def params(self) -> ParamsDict:
+        """The module's current parameters as detached aliases (name -> tensor)."""
+        return {name: p.detach() for name, p in self.module.named_parameters()}
 
     def __repr__(self) -> str:
         return f"FunctionalModule({self.module!r})"
@@ -69,36 +108,57 @@ class FunctionalModule:
     def treats_samples_independently(self) -> bool:
         """True when ``module(X)[i]`` is ``module(X[i])`` by construction, for every ``i``.
 
-        Only ``nn.Sequential`` trees of layers known to act on each sample alone qualify
-        (a custom ``forward`` might mix samples, so it never does).
+        Only ``nn.Sequential`` trees of layers known to act on each sample alone qualify,
+        matched by exact type and without hooks (a custom ``forward`` or a hook might mix
+        samples, so it never does).
         """
+        if _global_hooks():
+            return False
         return all(
-            type(m) is nn.Sequential
-            or (isinstance(m, _PER_SAMPLE_LAYERS) and not (isinstance(m, nn.Dropout) and m.training and m.p > 0))
+            (type(m) is nn.Sequential or type(m) in _PER_SAMPLE_LAYERS)
+            and not (type(m) is nn.Dropout and m.training and m.p > 0)
+            and not (m._forward_hooks or m._forward_pre_hooks)
             for m in self.module.modules()
         )
 
-    def _check_params(self, params: Params) -> None:
+    def _check_params(self, params: ParamsDict) -> None:
         # NOTE [strict params]: torch.func.functional_call silently uses the module's own
         # tensor for any name missing from the dict; a typo would then train nothing.
-        if not isinstance(params, dict):
-            raise TypeError(
-                f"f(params, x): params must be the dict returned by functionalize, "
-                f"got {type(params).__name__}."
-            )
-        missing = [k for k in self._shapes if k not in params]
-        extra = [k for k in params if k not in self._shapes]
-        if missing or extra:
-            raise ValueError(
-                f"f(params, x): params does not match the module's parameters "
-                f"(missing: {missing}, unexpected: {extra}). Pass the dict returned by "
-                "functionalize, or one with exactly the same keys."
-            )
+        api = "f(params, x)"
+        match_names(api, self._shapes, params, "params")
         for name, shape in self._shapes.items():
             got = params[name]
             if not isinstance(got, torch.Tensor) or got.shape != shape:
-                desc = list(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-                raise ValueError(
-                    f"f(params, x): params[{name!r}] has shape {desc} but the module "
-                    f"expects {list(shape)}."
-                )
+                desc = fmt(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+                raise ValueError(f"{api}: params[{name!r}] has shape {desc} but the module expects {fmt(shape)}.")
+
+
+def match_names(api: str, expected: dict[str, Any], params: Any, what: str) -> None:
+    if not isinstance(params, dict):
+        raise TypeError(f"{api}: {what} must be the dict returned by functionalize, got {type(params).__name__}.")
+    missing = [k for k in expected if k not in params]
+    extra = [k for k in params if k not in expected]
+    if missing or extra:
+        raise ValueError(
+            f"{api}: {what} does not match the module's parameters (missing: {missing}, "
+            f"unexpected: {extra}). Pass the dict returned by functionalize, or one with "
+            "exactly the same keys."
+        )
+
+
+def match_tensor(api: str, name: str, got: Any, ref: torch.Tensor) -> None:
+    if not isinstance(got, torch.Tensor):
+        raise TypeError(f"{api}: {name} must be a tensor, got {type(got).__name__}.")
+    for attr in ("shape", "dtype", "device"):
+        if getattr(got, attr) != getattr(ref, attr):
+            raise ValueError(
+                f"{api}: {name} has {attr} {getattr(got, attr)} but the module's parameter has "
+                f"{getattr(ref, attr)}. If the module was converted (.to(), .double()) after "
+                "functionalize, call functionalize again and convert the params the same way."
+            )
+
+
+def _global_hooks() -> bool:
+    from torch.nn.modules import module as m
+
+    return bool(m._global_forward_hooks or m._global_forward_pre_hooks)

@@ -9,7 +9,7 @@ import torch
 from . import _checks
 from ._functionalize import FunctionalModule
 from ._per_sample import map_samples, scalar_output, separable_grad
-from ._typing import PerSampleFn
+from ._typing import PerSampleFn, Randomness
 
 
 def input_grad(
@@ -19,7 +19,7 @@ def input_grad(
     argnums: int = 1,
     has_aux: bool = False,
     chunk_size: int | None = None,
-    randomness: str = "error",
+    randomness: Randomness = "error",
 ) -> Callable[..., Any]:
     """Per-sample gradient of a scalar-per-sample function w.r.t. its batched input.
 
@@ -57,7 +57,7 @@ def value_and_input_grad(
     argnums: int = 1,
     has_aux: bool = False,
     chunk_size: int | None = None,
-    randomness: str = "error",
+    randomness: Randomness = "error",
 ) -> Callable[..., Any]:
     """Per-sample values and input gradients in one pass; arguments as in :func:`input_grad`.
 
@@ -98,15 +98,22 @@ def _grad_and_value(
         if may_sum and not torch.compiler.is_compiling() and f.treats_samples_independently():
             _checks.check_batch(api, args, argnums)
             params, X, *rest = args
-            return separable_grad(lambda x: _per_sample_values(api, f(params, x, *rest), X.shape[0]))(X)
+            return separable_grad(lambda x: _per_sample_values(api, f(params, x, *rest), X))(X)
         return map_samples(api, per_sample, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
 
     return grad_and_value_fn
 
 
-def _per_sample_values(api: str, out: Any, B: int) -> torch.Tensor:
+def _per_sample_values(api: str, out: Any, X: torch.Tensor) -> torch.Tensor:
     """A batched call's output ``[B]`` or ``[B, 1]`` as one value per sample ``[B]``."""
     out = _checks.check_tensor_output(api, out)
+    B = X.shape[0]
+    if out.ndim == 0 or out.shape[0] != B:
+        raise ValueError(
+            f"{api}: f(params, X) returned shape {_checks.fmt(out.shape)} for X of shape "
+            f"{_checks.fmt(X.shape)}: its leading dimension is not the batch. X must be a batch "
+            "[B, *x_shape]; for a single sample pass X[None]."
+        )
     if out.shape not in ((B,), (B, 1)):
         raise _checks.not_scalar_per_sample(api, out.shape[1:])
     return out.reshape(B)

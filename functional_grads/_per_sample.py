@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import optree
+import torch
 from torch.func import grad_and_value, vmap
 
 from . import _checks
@@ -26,7 +28,7 @@ def map_samples(
     mapped_at = (argnums, *also)
     in_dims = tuple(0 if i in mapped_at else None for i in range(len(args)))
     mapped = vmap(fn, in_dims=in_dims, chunk_size=chunk_size, randomness=randomness)
-    with per_sample(api, randomness):
+    with per_sample(api, randomness, args[argnums].ndim - 1):
         try:
             return mapped(*args)
         except RuntimeError as e:
@@ -88,3 +90,24 @@ def separable_grad(objective: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return grads, losses
 
     return separable_grad_fn
+
+
+def output_shape(api: str, f: Callable[..., Any], argnums: int = 1, has_aux: bool = False) -> Callable[..., torch.Size]:
+    """``(*args) -> f's per-sample output shape``, learnt from one evaluation on one sample
+    and cached per argument shapes, dtypes and devices (no hidden work on later calls)."""
+    cache: dict[Any, torch.Size] = {}
+
+    def shape_fn(*args: Any) -> torch.Size:
+        key = tuple(
+            (tuple(t.shape[1:] if i == argnums else t.shape), t.dtype, t.device) if isinstance(t, torch.Tensor) else type(t)
+            for i, a in enumerate(args) for t in (optree.tree_leaves(a) if i != argnums else [a])
+        )
+        if key not in cache:
+            one = list(args)
+            one[argnums] = args[argnums][:1]
+            with torch.no_grad():
+                out = map_samples(api, f, one, argnums=argnums, chunk_size=None, randomness="same")
+            cache[key] = (out[0] if has_aux else out).shape[1:]
+        return cache[key]
+
+    return shape_fn

@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Literal, Union
 
 from torch import Tensor
 
-Params = Dict[str, Tensor]
-"""A model's parameters: a dict mapping the module's parameter names to tensors."""
+Params = Any
+"""A model's parameters: any pytree of tensors (``functionalize`` gives a dict name -> tensor)."""
+
+ParamsDict = Dict[str, Tensor]
+"""The params of :func:`functionalize`: the module's parameter names mapped to tensors."""
 
 PyTree = Any
-"""Nested tuples, lists and dicts with tensors at the leaves (see ``optree``)."""
+"""Nested tuples, lists, dicts and NamedTuples with tensors at the leaves (see ``optree``)."""
 
 PerSampleFn = Callable[..., Tensor]
 """``f(params, x) -> out``: a model as a pure function of its parameters and input."""
 
 LossFn = Callable[..., Tensor]
 """``loss(params, *batch) -> scalar``: a loss as a pure function."""
+
+Norm = Literal["l1", "l2", "linf"]
+"""How a vector's size is measured: sum of ``|v|``, Euclidean, or max ``|v|``."""
+
+AttackNorm = Literal["l2", "linf"]
+"""The norms an attack's ball and steepest-ascent step are defined for."""
+
+Randomness = Literal["error", "different", "same"]
+"""How random ops (dropout) behave per sample, as in ``torch.func.vmap``."""
+
+JacobianMode = Literal["auto", "rev", "fwd"]
+"""Reverse mode (one VJP per output), forward mode (one JVP per input), or chosen by size."""
+
+CompileOption = Union[bool, Dict[str, Any]]
+"""False (eager), True (inductor) or a dict of ``torch.compile`` keyword arguments."""

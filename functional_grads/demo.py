@@ -41,13 +41,13 @@ def main(argv: list[str] | None = None) -> float:
     )
     f, params = fg.functionalize(model)
     step = fg.value_and_grad(fg.losses.gradient_matching(f), compile=args.compile)
-    optimizer = torch.optim.Adam(params.values(), lr=1e-2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.steps)
 
     start = time.perf_counter()
     for i in range(args.steps):
         loss, grads = step(params, X, S / scale)
-        fg.apply_grads(params, grads)
+        fg.apply_grads(model, grads)  # params alias the module's weights: they see the step
         optimizer.step()
         schedule.step()
         if i == 0:

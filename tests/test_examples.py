@@ -9,11 +9,11 @@ import adversarial_robustness  # noqa: E402
 import force_matching  # noqa: E402
 import inverse_problem  # noqa: E402
 import refine_noisy_input  # noqa: E402
-import seed001_regularizers  # noqa: E402
+import input_gradient_regularizers  # noqa: E402
 
 
 def test_seed001_penalties_train_the_weights_unlike_the_seeds():
-    r = seed001_regularizers.main(["--steps", "150"])
+    r = input_gradient_regularizers.main(["--steps", "150"])
     for name in ("1 gradient-norm penalty", "2 gradient-direction matching"):
         assert r[f"{name} seed change"] == 0.0 and r[f"{name} our change"] > 1e-3
     assert r["1 gradient-norm penalty with penalty"] < r["1 gradient-norm penalty plain fit"]

@@ -24,15 +24,18 @@ def _problem(dtype=torch.float64):
 def test_functional_optimizer_equals_torch_optim_for_20_steps(name, kwargs, dtype, tol):
     model, f, params, X, S = _problem(dtype)
     loss = fg.losses.gradient_matching(f)
+    decay = kwargs.pop("weight_decay", 0.0)
     opt = getattr(fg.optim, name)(1e-2, **kwargs)
+    opt = fg.optim.chain(fg.optim.add_decayed_weights(decay), opt) if decay else opt
+    kwargs["weight_decay"] = decay
     functional, state = {k: v.clone() for k, v in params.items()}, None
     state = opt.init(functional)
     step = fg.make_step(loss, opt, compile=False)
-    reference = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[name](params.values(), lr=1e-2, **kwargs)
+    reference = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[name](model.parameters(), lr=1e-2, **kwargs)
     vg = fg.value_and_grad(loss)
     for _ in range(20):
         functional, state, _ = step(functional, state, X, S)
-        fg.apply_grads(params, vg(params, X, S)[1])
+        fg.apply_grads(model, vg(params, X, S)[1])
         reference.step()
     for k in params:
         torch.testing.assert_close(functional[k], params[k], rtol=tol, atol=tol)
@@ -64,7 +67,7 @@ def test_composed_losses_compile():
     _, f, params, X, S = _problem(torch.float32)
     Y = torch.randn(10)
     sob, gp = fg.losses.sobolev(f), fg.losses.gradient_penalty(f, target=1.0)
-    adv = fg.losses.adversarial(f, lambda o, y: ((o - y) ** 2).sum(), eps=0.1, steps=2)
+    adv = fg.losses.adversarial(f, lambda o, y: ((o - y) ** 2).sum(), fg.Attack(eps=0.1, steps=2))
     total = lambda p, X, Y, dY: sob(p, X, Y, dY) + 0.1 * gp(p, X) + 0.5 * adv(p, X, Y)  # noqa: E731
     eager = fg.value_and_grad(total)(params, X, Y, S)
     with warnings.catch_warnings():
@@ -74,10 +77,10 @@ def test_composed_losses_compile():
 
 
 def test_bad_arguments():
-    _, f, params, X, S = _problem()
+    model, f, params, X, S = _problem()
     with pytest.raises(TypeError, match="optimizer must be a functional_grads.optim"):
         fg.make_step(fg.losses.gradient_matching(f), torch.optim.SGD(params.values(), lr=0.1))
     with pytest.raises(ValueError, match="lr must be a positive number"):
         fg.optim.adam(-1.0)
-    with pytest.raises(ValueError, match="apply_grads: grads must have the structure of params"):
-        fg.apply_grads(params, {"0.weight": params["0.weight"]})
+    with pytest.raises(ValueError, match=r"apply_grads: grads does not match the module's parameters \(missing: \['0.bias'"):
+        fg.apply_grads(model, {"0.weight": params["0.weight"]})

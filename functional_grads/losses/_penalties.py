@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 from torch import Tensor
 
-from . import _checks
-from ._input_grad import input_grad
-from ._losses import safe_norm
-from ._operators import input_jacobian, output_shape
-from ._per_sample import map_samples
-from ._typing import PerSampleFn
-
-_NORMS = (1, 2, math.inf)
+from .. import _checks, _random
+from .._input_grad import input_grad
+from .._numerics import norm_name, vector_norm
+from .._per_sample import map_samples, output_shape
+from .._typing import Norm, PerSampleFn, Randomness
+from ..operators._jacobian import input_jacobian
 
 
 def gradient_penalty(
-    f: PerSampleFn, /, *, target: float = 0.0, one_sided: bool = False, norm: float = 2, randomness: str = "error"
+    f: PerSampleFn,
+    /,
+    *,
+    target: float = 0.0,
+    one_sided: bool = False,
+    norm: Norm = "l2",
+    chunk_size: int | None = None,
+    randomness: Randomness = "error",
 ) -> Callable[..., Tensor]:
     """Penalise the input-gradient norm: double backprop, WGAN-GP, R1.
 
@@ -29,7 +33,8 @@ def gradient_penalty(
         1992) and R1 on real data (Mescheder et al. 2018), 1 for WGAN-GP (Gulrajani et
         al. 2017, on :func:`interpolate` points).
       one_sided: penalise only norms above ``target``.
-      norm: 1, 2 (default) or ``math.inf``.
+      norm: ``"l2"`` (default), ``"l1"`` or ``"linf"``.
+      chunk_size, randomness: as in :func:`functional_grads.input_grad`.
 
     Returns:
       ``loss(params, X) -> []``, the mean over samples of ``(||grad_x f|| - target)**2``.
@@ -41,18 +46,15 @@ def gradient_penalty(
       tensor(16.)
     """
     api = "gradient_penalty"
-    if norm not in _NORMS:
-        raise ValueError(f"{api}: norm must be 1, 2 or math.inf, got {norm!r}.")
-    if not isinstance(target, (int, float)) or target < 0:
-        raise ValueError(f"{api}: target must be a non-negative number, got {target!r}.")
-    grad_x = input_grad(f, randomness=randomness)
+    norm = norm_name(api, norm)
+    _checks.check_number(api, "target", target)
+    grad_x = input_grad(f, chunk_size=chunk_size, randomness=randomness)
 
     def gradient_penalty_loss(params: Any, X: Tensor) -> Tensor:
         g = grad_x(params, X).flatten(1)
-        if norm == 2 and target == 0:
+        if norm == "l2" and target == 0:
             return g.pow(2).sum(1).mean()  # ||g||^2 exactly, smooth everywhere
-        size = safe_norm(g) if norm == 2 else torch.linalg.vector_norm(g, ord=norm, dim=1)
-        excess = size - target
+        excess = vector_norm(g, norm) - target
         return (excess.clamp_min(0) if one_sided else excess).pow(2).mean()
 
     return gradient_penalty_loss
@@ -67,12 +69,14 @@ def interpolate(x_real: Tensor, x_fake: Tensor, /, *, generator: torch.Generator
     """
     if not (isinstance(x_real, Tensor) and isinstance(x_fake, Tensor)):
         raise TypeError("interpolate: x_real and x_fake must be tensors.")
+    if not x_real.is_floating_point():
+        raise TypeError(f"interpolate: x_real and x_fake must be floating point, got {x_real.dtype}; convert with .float().")
     if x_real.shape != x_fake.shape or x_real.dtype != x_fake.dtype:
         raise ValueError(
             f"interpolate: x_real {_checks.fmt(x_real.shape)} {x_real.dtype} and x_fake "
             f"{_checks.fmt(x_fake.shape)} {x_fake.dtype} must have the same shape and dtype."
         )
-    t = x_real.new_empty((x_real.shape[0],) + (1,) * (x_real.ndim - 1)).uniform_(generator=generator)
+    t = _random.uniform(x_real, (x_real.shape[0],) + (1,) * (x_real.ndim - 1), 0.0, 1.0, generator)
     return t * x_real + (1 - t) * x_fake
 
 
@@ -80,10 +84,11 @@ def jacobian_penalty(
     f: PerSampleFn,
     /,
     *,
-    method: str = "exact",
+    method: Literal["exact", "projection"] = "exact",
     num_projections: int = 1,
     generator: torch.Generator | None = None,
-    randomness: str = "error",
+    chunk_size: int | None = None,
+    randomness: Randomness = "error",
 ) -> Callable[..., Tensor]:
     """Mean squared Frobenius norm of the per-sample input Jacobian.
 
@@ -96,6 +101,7 @@ def jacobian_penalty(
       generator: draws the projections (reproducible with a seeded generator). Under
         ``torch.compile`` a generator cannot be traced, so the step then runs eagerly
         (with a ``CompileFallbackWarning``); without one, the global RNG is used and it compiles.
+      chunk_size, randomness: as in :func:`functional_grads.input_grad`.
 
     Returns:
       ``loss(params, X) -> []``, the mean over samples of ``||J_i||_F^2`` (an estimate of it).
@@ -108,26 +114,24 @@ def jacobian_penalty(
     api = "jacobian_penalty"
     if method not in ("exact", "projection"):
         raise ValueError(f"{api}: method must be 'exact' or 'projection', got {method!r}.")
-    if not isinstance(num_projections, int) or num_projections < 1:
-        raise ValueError(f"{api}: num_projections must be a positive int, got {num_projections!r}.")
+    _checks.check_number(api, "num_projections", num_projections, low=1, integer=True)
     if method == "exact":
-        jac = input_jacobian(f, randomness=randomness)
+        jac = input_jacobian(f, chunk_size=chunk_size, randomness=randomness)
         return lambda params, X: jac(params, X).flatten(1).pow(2).sum(1).mean()
+    shape_of = output_shape(api, f)
 
     def one(params: Any, x: Tensor, v: Tensor) -> Tensor:
         _, vjp_fn = torch.func.vjp(lambda y: f(params, y), x)
         u = torch.func.vmap(lambda vi: vjp_fn(vi)[0])(v)  # [P, *x_shape]
-        return u.pow(2).flatten(1).sum(1).mean() * v[0].numel()
+        return u.pow(2).flatten(1).sum(1).mean()
 
     def jacobian_penalty_loss(params: Any, X: Tensor) -> Tensor:
         _checks.check_batch(api, (params, X), 1)
-        shape = (X.shape[0], num_projections, *output_shape(f, (params, X), 1))
-        # NOTE [random draws under compile]: torch.randn(shape) with a symbolic batch size
-        # fails under grad in dynamo on torch 2.13; new_empty(...).normal_() traces. A
-        # torch.Generator cannot be traced at all: with one, compile falls back to eager.
-        v = X.new_empty(shape).normal_(generator=generator)
-        v = v / v.flatten(2).norm(dim=2).reshape(*shape[:2], *[1] * (len(shape) - 2))
-        return map_samples(api, one, (params, X, v), argnums=1, chunk_size=None,
+        out_shape = shape_of(params, X)
+        # Uniform on the sphere of radius sqrt(n_out): E[v v^T] = I, so E||v^T J||^2 = ||J||_F^2.
+        v = _random.probes(X, (X.shape[0], num_projections, *out_shape), "sphere",
+                           event_dims=len(out_shape), generator=generator)
+        return map_samples(api, one, (params, X, v), argnums=1, chunk_size=chunk_size,
                            randomness=randomness, also=(2,)).mean()
 
     return jacobian_penalty_loss

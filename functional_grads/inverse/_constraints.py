@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Callable
 
+import math
+
 import torch
 from torch import Tensor
+
+from .. import _checks
+from .._numerics import project_ball
 
 Projection = Callable[[Tensor], Tensor]
 Regularizer = Callable[[Tensor], Tensor]
@@ -20,6 +25,11 @@ def box(clip_min: float | Tensor | None = None, clip_max: float | Tensor | None 
     """
     if clip_min is None and clip_max is None:
         raise ValueError("box: give clip_min, clip_max or both.")
+    if isinstance(clip_min, (int, float)) and isinstance(clip_max, (int, float)) and clip_min > clip_max:
+        raise ValueError(f"box: clip_min ({clip_min}) must not exceed clip_max ({clip_max}): the box would be empty.")
+    for name, v in (("clip_min", clip_min), ("clip_max", clip_max)):
+        if not isinstance(v, Tensor):
+            _checks.check_number("box", name, v, low=-math.inf, optional=True)
     return lambda x: torch.clamp(x, clip_min, clip_max)
 
 
@@ -30,8 +40,8 @@ def linf_ball(center: Tensor, radius: float) -> Projection:
       >>> linf_ball(torch.zeros(1, 2), 0.5)(torch.tensor([[1.0, -0.2]]))
       tensor([[ 0.5000, -0.2000]])
     """
-    _check_radius("linf_ball", radius)
-    return lambda x: center + (x - center).clamp(-radius, radius)
+    _checks.check_number("linf_ball", "radius", radius)
+    return lambda x: center + project_ball(x - center, radius, "linf")
 
 
 def l2_ball(center: Tensor, radius: float) -> Projection:
@@ -41,14 +51,8 @@ def l2_ball(center: Tensor, radius: float) -> Projection:
       >>> l2_ball(torch.zeros(1, 2), 1.0)(torch.tensor([[3.0, 4.0]]))
       tensor([[0.6000, 0.8000]])
     """
-    _check_radius("l2_ball", radius)
-
-    def project(x: Tensor) -> Tensor:
-        d = x - center
-        norm = d.flatten(1).norm(dim=1).reshape(-1, *[1] * (d.ndim - 1))
-        return center + d * (radius / norm.clamp_min(1e-12)).clamp(max=1.0)
-
-    return project
+    _checks.check_number("l2_ball", "radius", radius)
+    return lambda x: center + project_ball(x - center, radius, "l2")
 
 
 def l2(weight: float, center: Tensor | None = None) -> Regularizer:
@@ -58,6 +62,7 @@ def l2(weight: float, center: Tensor | None = None) -> Regularizer:
       >>> l2(0.5)(torch.ones(2, 3))
       tensor([1.5000, 1.5000])
     """
+    _checks.check_number("l2", "weight", weight)
     return lambda x: weight * (x if center is None else x - center).flatten(1).pow(2).sum(1)
 
 
@@ -79,8 +84,3 @@ def total_variation(weight: float, *, eps: float = 1e-3) -> Regularizer:
         return weight * (dx**2 + dy**2 + eps**2).sqrt().flatten(1).sum(1)
 
     return tv
-
-
-def _check_radius(api: str, radius: float) -> None:
-    if not isinstance(radius, (int, float)) or radius < 0:
-        raise ValueError(f"{api}: radius must be a non-negative number, got {radius!r}.")

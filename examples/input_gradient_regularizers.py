@@ -71,10 +71,10 @@ def main(argv: list[str] | None = None) -> dict:
             ("mean cos(grad_x f, direction)", lambda f, p: 1 - fg.losses.gradient_alignment(f)(p, X, directions)),
         ),
         "3 FGSM adversarial term": (
-            lambda f: fg.losses.adversarial(f, mse, eps=0.3),
+            lambda f: fg.losses.adversarial(f, mse, fg.Attack(eps=0.3)),
             None,  # the seed's third example is not detached; it perturbs along the *output* gradient
             1.0,
-            ("loss under FGSM eps=0.3", lambda f, p: fg.losses.adversarial(f, mse, eps=0.3)(p, X, Y)),
+            ("loss under FGSM eps=0.3", lambda f, p: fg.losses.adversarial(f, mse, fg.Attack(eps=0.3))(p, X, Y)),
         ),
     }
     for name, (make_penalty, seed_penalty, weight, (label, measure)) in examples.items():

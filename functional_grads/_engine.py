@@ -1,0 +1,96 @@
+"""The step engine: a loss's value and parameter gradient as one pure function, and the
+checks on its results. Used by ``value_and_grad``, ``make_step`` and data-parallel steps."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable
+
+import optree
+import torch
+from torch import Tensor
+
+from . import _checks
+from ._typing import LossFn
+
+
+def grad_step(api: str, loss: LossFn, *, argnums: Any, has_aux: bool) -> Callable[..., Any]:
+    """``(*args) -> (value, aux, grads)``, a pure function fit for ``torch.compile``."""
+    _checks.check_callable(api, loss, "loss")
+
+    def checked_loss(*args: Any) -> Any:
+        out = loss(*args)
+        value = _checks.split_aux(api, out)[0] if has_aux else out
+        _checks.check_tensor_output(api, value, "loss")
+        if value.shape != ():
+            raise ValueError(
+                f"{api}: loss must return a scalar (shape []), got shape "
+                f"{_checks.fmt(value.shape)}. Reduce it, e.g. with .mean() or .sum()."
+            )
+        return out
+
+    grad_fn = torch.func.grad_and_value(checked_loss, argnums=argnums, has_aux=has_aux)
+
+    def step(*args: Any) -> Any:
+        grads, out = grad_fn(*args)
+        value, aux = out if has_aux else (out, None)
+        return value, aux, grads
+
+    return step
+
+
+def flags(value: Tensor, grads: Any, *others: Any) -> Tensor:
+    """``[2]`` bool: (value and every leaf of ``grads`` and ``others`` finite, some gradient nonzero).
+
+    A few fused kernels and no host sync: the check itself happens in :func:`check_result`.
+    """
+    leaves = [t for t in optree.tree_leaves(grads) if isinstance(t, Tensor) and t.numel()]
+    more = [t for t in optree.tree_leaves(others) if isinstance(t, Tensor) and t.numel() and t.is_floating_point()]
+    finite = torch.isfinite(value).all()
+    nonzero = finite
+    if leaves:
+        # The max-abs norm of each leaf, in one fused launch: NaN or Inf for a leaf holding
+        # either (it cannot overflow, unlike the 2-norm), 0 only for an all-zero leaf.
+        peaks = torch.stack(torch._foreach_norm(leaves, math.inf))
+        finite = finite & torch.isfinite(peaks).all()
+        nonzero = (peaks > 0).any()
+    if more:
+        finite = finite & torch.isfinite(torch.stack(torch._foreach_norm(more, math.inf))).all()
+    return torch.stack([finite, nonzero])
+
+
+def check_result(api: str, value: Tensor, grads: Any, flags: Tensor, hint: str = "", **trees: Any) -> None:
+    """Raise on NaN/Inf, naming every non-finite leaf; warn on an all-zero gradient.
+
+    ``flags`` comes from :func:`flags`; ``trees`` are the other results it covered, by name.
+    """
+    finite, nonzero = flags.tolist()
+    if not finite:
+        bad, other = non_finite_leaves({"grads": grads}), non_finite_leaves(trees)
+        raise FloatingPointError(
+            f"{api}: non-finite result: loss = {value.item()}, gradient leaves with NaN/Inf: {bad}"
+            + (f", results with NaN/Inf: {other}" if other else "") + ". "
+            + (hint or "Check the data for NaN/Inf, lower the learning rate, or look for a "
+               "norm/sqrt/log evaluated at 0 inside the loss.")
+        )
+    if not nonzero:
+        warnings.warn(
+            f"{api}: the gradient is exactly zero for every parameter, so training would not "
+            "change them. Either the loss has no gradient path to the params (a detached "
+            "tensor, or params not used), or the model is piecewise linear (e.g. ReLU) and "
+            "the loss uses its second derivatives, which vanish: use a smooth activation "
+            "(tanh, softplus, gelu, silu).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def non_finite_leaves(trees: dict[str, Any]) -> list[str]:
+    """Key paths of the leaves holding NaN or Inf, e.g. ``grads['0.weight']``."""
+    out = []
+    for root, tree in trees.items():
+        paths, leaves, _ = optree.tree_flatten_with_path(tree)
+        out += [_checks.key_path(root, p) for p, t in zip(paths, leaves)
+                if isinstance(t, Tensor) and t.is_floating_point() and not torch.isfinite(t).all()]
+    return out

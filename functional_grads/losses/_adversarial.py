@@ -1,0 +1,75 @@
+"""Adversarial training losses: the loss at an FGSM/PGD perturbation of the input."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import optree
+import torch
+from torch import Tensor
+
+from .._attacks import Attack, LossOnOutput, map_with_targets, per_sample_loss, perturb
+from .._typing import PerSampleFn, Randomness
+
+
+def adversarial(
+    f: PerSampleFn,
+    loss_fn: LossOnOutput,
+    attack: Attack | None = None,
+    /,
+    *,
+    differentiable: bool = False,
+    generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
+    randomness: Randomness = "error",
+    **legacy: Any,
+) -> Callable[..., Tensor]:
+    """The loss at the FGSM (``steps=1``) or PGD perturbation of each input.
+
+    Args:
+      f: ``f(params, x)``; loss_fn: ``loss_fn(out, y) -> scalar`` for one sample.
+      attack: the perturbation's settings, an :class:`functional_grads.Attack` with
+        ``eps > 0`` (targeted attacks and ``clip_min``/``clip_max`` included). The
+        settings as keywords (``eps=..., steps=...``) are deprecated.
+      differentiable: False (default) treats the perturbation as data (Madry-style
+        adversarial training); True also backpropagates through its construction (double
+        backprop). With ``norm="linf"`` the sign has zero derivative, so only ``"l2"``
+        makes that path nonzero.
+      generator, chunk_size, randomness: as in :func:`functional_grads.perturb`.
+
+    Returns:
+      ``loss(params, X, Y) -> []``: the mean over samples of ``loss_fn(f(params, x_adv), y)``.
+      Nothing is written into any ``.grad``.
+
+    Example:
+      >>> f = lambda p, x: p["w"] * x
+      >>> mse = lambda out, y: ((out - y) ** 2).sum()
+      >>> adversarial(f, mse, Attack(eps=0.5))({"w": torch.ones(2)}, torch.zeros(1, 2), torch.ones(1, 2))
+      tensor(4.5000)
+    """
+    api = "adversarial"
+    if attack is None:
+        if "eps" not in legacy:
+            raise TypeError(f"{api}: pass the attack's settings, e.g. adversarial(f, loss_fn, Attack(eps=0.1, steps=5)).")
+        warnings.warn(f"{api}(f, loss_fn, eps=..., ...) is deprecated; write adversarial(f, loss_fn, "
+                      f"Attack(eps=..., ...)).", DeprecationWarning, stacklevel=2)
+        attack = Attack(**legacy)
+    elif legacy:
+        raise TypeError(f"{api}: unexpected keyword arguments {sorted(legacy)}: put the settings in the Attack.")
+    if not isinstance(attack, Attack):
+        raise TypeError(f"{api}: attack must be a functional_grads.Attack, got {type(attack).__name__}.")
+    if attack.eps == 0:
+        raise ValueError(f"{api}: eps must be positive (eps=0 is the plain loss: use loss_fn directly).")
+    attack_fn = perturb(f, loss_fn, attack, generator=generator, chunk_size=chunk_size, randomness=randomness)
+    loss_of_sample = per_sample_loss(api, f, loss_fn)
+
+    def adversarial_loss(params: Any, X: Tensor, Y: Tensor) -> Tensor:
+        if differentiable:
+            X_adv = attack_fn(params, X, Y)
+        else:
+            X_adv = attack_fn(optree.tree_map(Tensor.detach, params), X.detach(), Y).detach()
+        return map_with_targets(api, loss_of_sample, params, X_adv, Y, chunk_size=chunk_size,
+                                randomness=randomness).mean()
+
+    return adversarial_loss

@@ -1,0 +1,114 @@
+"""Per-sample first derivatives of vector functions: the Jacobian and the divergence."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch.func import jacfwd, jacrev
+
+from .. import _checks
+from .._per_sample import map_samples, output_shape, same_shape_output
+from .._typing import JacobianMode, PerSampleFn, Randomness
+
+_MODES = ("auto", "rev", "fwd")
+
+
+def input_jacobian(
+    f: PerSampleFn,
+    /,
+    *,
+    argnums: int = 1,
+    mode: JacobianMode = "auto",
+    has_aux: bool = False,
+    chunk_size: int | None = None,
+    randomness: Randomness = "error",
+) -> Callable[..., Any]:
+    """Per-sample Jacobian of ``f`` w.r.t. its batched input.
+
+    Args:
+      f: ``f(params, x) -> out`` with any per-sample output shape.
+      argnums: position of the batched input ``X`` (default 1).
+      mode: ``"rev"`` (one VJP per output), ``"fwd"`` (one JVP per input) or ``"auto"``
+        (default): forward mode when the input has fewer elements than the output,
+        except under ``torch.compile`` (see NOTE [jacfwd under compile]).
+      has_aux, chunk_size, randomness: as in :func:`input_grad`.
+
+    Returns:
+      A function ``(params, X) -> J [B, *out_shape, *x_shape]`` (``(J, aux)`` with ``has_aux``).
+
+    Example:
+      >>> f = lambda p, x: p["A"] @ x                # [3] -> [2]
+      >>> input_jacobian(f)({"A": torch.ones(2, 3)}, torch.zeros(5, 3)).shape
+      torch.Size([5, 2, 3])
+    """
+    api = "input_jacobian"
+    _checks.check_callable(api, f)
+    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
+    if mode not in _MODES:
+        raise ValueError(f"{api}: mode must be one of {_MODES}, got {mode!r}.")
+
+    def checked(*args: Any) -> Any:
+        out = f(*args)
+        _checks.check_tensor_output(api, _checks.split_aux(api, out)[0] if has_aux else out)
+        return out
+
+    shape_of = output_shape(api, checked, argnums, has_aux)
+
+    def input_jacobian_fn(*args: Any) -> Any:
+        _checks.check_batch(api, args, argnums)
+        # NOTE [jacfwd under compile]: on torch 2.13, inductor miscompiles forward-mode AD
+        # under an outer grad ("ZeroTensors are immutable", pytorch/pytorch#177261), so
+        # "auto" picks reverse mode while compiling; an explicit "fwd" falls back to eager.
+        use_fwd = mode == "fwd" or (
+            mode == "auto"
+            and not torch.compiler.is_compiling()
+            and args[argnums][0].numel() < math.prod(shape_of(*args))
+        )
+        jac = (jacfwd if use_fwd else jacrev)(checked, argnums=argnums, has_aux=has_aux)
+        return map_samples(api, jac, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
+
+    return input_jacobian_fn
+
+
+def divergence(
+    f: PerSampleFn,
+    /,
+    *,
+    argnums: int = 1,
+    mode: JacobianMode = "auto",
+    chunk_size: int | None = None,
+    randomness: Randomness = "error",
+) -> Callable[..., Any]:
+    """Per-sample divergence (trace of the input Jacobian) of a vector field ``f``.
+
+    Args:
+      f: ``f(params, x) -> out`` whose per-sample output is shaped like ``x``.
+      mode, argnums, chunk_size, randomness: as in :func:`input_jacobian`.
+
+    Returns:
+      A function ``(params, X) -> [B]``.
+
+    Example:
+      >>> f = lambda p, x: p["a"] * x                # [3] -> [3]
+      >>> divergence(f)({"a": torch.tensor(2.0)}, torch.zeros(4, 3))
+      tensor([6., 6., 6., 6.])
+    """
+    api = "divergence"
+    _checks.check_callable(api, f)
+    jac = input_jacobian(
+        same_shape_output(api, f, argnums), argnums=argnums, mode=mode,
+        chunk_size=chunk_size, randomness=randomness,
+    )
+
+    def divergence_fn(*args: Any) -> Any:
+        return trace(jac(*args), args[argnums])
+
+    return divergence_fn
+
+
+def trace(square: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``[B, *x_shape, *x_shape] -> [B]``: the trace of each sample's square block."""
+    n = math.prod(x.shape[1:])
+    return square.reshape(x.shape[0], n, n).diagonal(dim1=1, dim2=2).sum(-1)
