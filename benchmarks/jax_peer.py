@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
-
 
 def available() -> bool:
     try:
@@ -57,9 +55,3 @@ def step_for(w) -> Callable[[], Any] | None:
         return out
 
     return run
-
-
-def first_value(out) -> float:
-    """The loss (or Jacobian) of a JAX step, for cross-checking against torch."""
-    leaf = out[0] if isinstance(out, tuple) else out
-    return float(np.asarray(leaf).ravel()[0])

@@ -7,7 +7,7 @@ A workload is built by ``make(name, size, device)`` and holds a module, a batch,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -25,7 +25,6 @@ class Workload:
     loss: Callable[..., torch.Tensor]          # functional loss(params, *batch)
     seed: Callable[[], Any]                    # the seed's autograd pattern, one step
     jacobian_only: bool = False                # workload 4: no outer gradient
-    extra: dict = field(default_factory=dict)
 
     def ours(self, compile: bool | dict) -> Callable[[], Any]:
         f, params = fg.functionalize(self.model)

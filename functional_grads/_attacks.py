@@ -204,7 +204,7 @@ def _detached(attack_fn: Callable[..., Tensor], params: Any, X: Tensor, Y: Tenso
 def _run(attack: Attack, grad_fn: Callable[[Any, Tensor, Tensor], Tensor], params: Any, X: Tensor, Y: Tensor,
          generator: torch.Generator | None) -> Tensor:
     """The projected-gradient loop shared by every attack and the adversarial loss."""
-    eps, step_size = attack.eps, attack.step_size
+    eps, step_size = attack.eps, float(attack.step_size or 0.0)
     delta = torch.zeros_like(X)
     if attack.random_start:  # the start is clipped only when random, as in Madry et al.'s code
         if attack.norm == "linf":

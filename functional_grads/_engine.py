@@ -46,7 +46,7 @@ def flags(value: Tensor, grads: Any, *others: Any) -> Tensor:
     A few fused kernels and no host sync: the check itself happens in :func:`check_result`.
     """
     leaves = [t for t in optree.tree_leaves(grads) if isinstance(t, Tensor) and t.numel()]
-    more = [t for t in optree.tree_leaves(others) if isinstance(t, Tensor) and t.numel() and t.is_floating_point()]
+    more = [t for t in optree.tree_leaves(others) if isinstance(t, Tensor) and t.numel() and t.is_floating_point()]  # type: ignore[var-annotated,arg-type]
     finite = torch.isfinite(value).all()
     nonzero = finite
     if leaves:

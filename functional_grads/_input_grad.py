@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import torch
 
@@ -95,7 +95,7 @@ def _grad_and_value(
         # backward pass. Measured on 2 CPU cores (torch 2.13): eager, 2.0x faster than
         # vmap(grad) on seed 002 and 1.14x on the Sobolev workload; compiled, vmap is 12%
         # faster on Sobolev, so under torch.compile we keep vmap.
-        if may_sum and not torch.compiler.is_compiling() and f.treats_samples_independently():
+        if may_sum and not torch.compiler.is_compiling() and cast(FunctionalModule, f).treats_samples_independently():
             _checks.check_batch(api, args, argnums)
             params, X, *rest = args
             return separable_grad(lambda x: _per_sample_values(api, f(params, x, *rest), X))(X)

@@ -60,7 +60,7 @@ def check_grads(
         raise ValueError(f"check_grads: order must be 1 or 2, got {order!r}.")
     if not modes or any(m not in _MODES for m in modes):
         raise ValueError(f"check_grads: modes must be a non-empty subset of {_MODES}, got {modes!r}.")
-    paths, leaves, spec = optree.tree_flatten_with_path(args)
+    paths, leaves, spec = optree.tree_flatten_with_path(args)  # type: ignore[var-annotated,arg-type]
     where = [i for i, x in enumerate(leaves) if isinstance(x, Tensor) and x.is_floating_point()]
     if not where:
         raise ValueError("check_grads: args contain no floating-point tensor to differentiate.")
@@ -93,7 +93,7 @@ def _check(g, xs, names, order, modes, tol, gen, what) -> None:
 
 
 def _check_vjp(g, xs, names, tol, gen, what) -> None:
-    out, vjp_fn = torch.func.vjp(g, *xs)
+    out, vjp_fn = torch.func.vjp(g, *xs)  # type: ignore[misc]  # the stub unions the has_aux form
     u = _random_like(out, gen)
     cotangents = vjp_fn(u)
     for i, name in enumerate(names):
@@ -108,7 +108,7 @@ def _check_jvp(g, xs, names, tol, gen, what) -> None:
         v = _direction(xs[i], gen)
         tangents = [torch.zeros_like(x) for x in xs]
         tangents[i] = v
-        _, t_out = torch.func.jvp(g, tuple(xs), tuple(tangents))
+        _, t_out = torch.func.jvp(g, tuple(xs), tuple(tangents))  # type: ignore[misc]
         plus, minus = (g(*_shift(xs, i, v, s * tol[0])) for s in (1, -1))
         fd = optree.tree_map(lambda a, b: (a - b) / (2 * tol[0]), plus, minus)
         for ad_leaf, fd_leaf in zip(optree.tree_leaves(t_out), optree.tree_leaves(fd)):

@@ -95,7 +95,7 @@ def grad(
       >>> grad(lambda p, x: (p["w"] * x).sum())({"w": torch.ones(2)}, torch.tensor([1.0, 2.0]))
       {'w': tensor([1., 2.])}
     """
-    vg = value_and_grad(loss, argnums=argnums, has_aux=has_aux, compile=compile, check=check)
+    vg = value_and_grad(loss, argnums=argnums, has_aux=has_aux, compile=compile, check=check)  # type: ignore[call-overload]
 
     def grad_fn(*args: Any) -> Any:
         out, grads = vg(*args)

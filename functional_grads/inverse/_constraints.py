@@ -30,7 +30,7 @@ def box(clip_min: float | Tensor | None = None, clip_max: float | Tensor | None 
     for name, v in (("clip_min", clip_min), ("clip_max", clip_max)):
         if not isinstance(v, Tensor):
             _checks.check_number("box", name, v, low=-math.inf, optional=True)
-    return lambda x: torch.clamp(x, clip_min, clip_max)
+    return lambda x: torch.clamp(x, clip_min, clip_max)  # type: ignore[arg-type]  # floats are fine
 
 
 def linf_ball(center: Tensor, radius: float) -> Projection:

@@ -121,7 +121,7 @@ def jacobian_penalty(
     shape_of = output_shape(api, f)
 
     def one(params: Any, x: Tensor, v: Tensor) -> Tensor:
-        _, vjp_fn = torch.func.vjp(lambda y: f(params, y), x)
+        _, vjp_fn = torch.func.vjp(lambda y: f(params, y), x)  # type: ignore[misc]
         u = torch.func.vmap(lambda vi: vjp_fn(vi)[0])(v)  # [P, *x_shape]
         return u.pow(2).flatten(1).sum(1).mean()
 

@@ -16,7 +16,7 @@ class LBFGSState(NamedTuple):
 
     s: Tensor
     y: Tensor
-    count: Tensor
+    step: Tensor
     x: Tensor
     grad: Tensor
 
@@ -53,14 +53,14 @@ def lbfgs(lr: float = 1.0, *, history: int = 10, max_backtracks: int = 30) -> Gr
         zeros = flat.new_zeros((history, *flat.shape))
         return LBFGSState(zeros, zeros, torch.zeros((), dtype=torch.int64), torch.zeros_like(flat), torch.zeros_like(flat))
 
-    def update(grads: Tensor, state: LBFGSState, x: Tensor = None, *, value: Tensor = None,
+    def update(grads: Tensor, state: LBFGSState, x: Tensor | None = None, *, value: Tensor | None = None,
                value_fn: Callable[[Tensor], Tensor] | None = None, active: Tensor | None = None,
                **extra: Any) -> tuple[Tensor, LBFGSState]:
         if x is None or value is None or value_fn is None:
             raise TypeError(f"{api}: call update(grads, state, x, value=objective(x), value_fn=objective).")
         B = x.shape[0]
         g, xf, f = grads.reshape(B, -1), x.reshape(B, -1), value.detach()
-        first = state.count == 0
+        first = state.step == 0
         keep = (~first).to(g.dtype)  # the first step has no previous point: a zero pair, skipped
         s = torch.cat([state.s[1:], ((xf - state.x) * keep)[None]])
         y = torch.cat([state.y[1:], ((g - state.grad) * keep)[None]])
@@ -82,7 +82,7 @@ def lbfgs(lr: float = 1.0, *, history: int = 10, max_backtracks: int = 30) -> Gr
             alpha = torch.where(accepted, alpha, alpha / 2)
         alpha = torch.where(active & accepted, alpha, torch.zeros_like(alpha))
         updates = (alpha[:, None] * d).reshape(x.shape)
-        return updates, LBFGSState(s, y, state.count + 1, xf.detach(), g.detach())
+        return updates, LBFGSState(s, y, state.step + 1, xf.detach(), g.detach())
 
     return GradientTransformation(init, update)
 

@@ -20,7 +20,7 @@ from .. import _checks
 from .._typing import Params, PyTree
 
 Schedule = Callable[[Tensor], Union[Tensor, float]]
-"""``count -> learning rate``, with ``count`` the number of updates done so far (a tensor)."""
+"""``step -> learning rate``, with ``step`` the number of updates done so far (an int64 tensor)."""
 
 
 class GradientTransformation(NamedTuple):
@@ -39,13 +39,13 @@ class TraceState(NamedTuple):
 
 
 class ScaleByAdamState(NamedTuple):
-    count: Tensor
+    step: Tensor
     mu: Params
     nu: Params
 
 
 class ScheduleState(NamedTuple):
-    count: Tensor
+    step: Tensor
 
 
 def apply_updates(params: Params, updates: Params, /) -> Params:
@@ -91,7 +91,7 @@ def scale_by_learning_rate(lr: float | Schedule) -> GradientTransformation:
     """``-lr * updates`` (descent), ``lr`` a positive number or a :data:`Schedule`.
 
     Example:
-      >>> opt = scale_by_learning_rate(lambda count: 0.1 / (1 + count))
+      >>> opt = scale_by_learning_rate(lambda step: 0.1 / (1 + step))
       >>> state = opt.init({"w": torch.zeros(1)})
       >>> opt.update({"w": torch.ones(1)}, state)[0]
       {'w': tensor([-0.1000])}
@@ -105,8 +105,8 @@ def scale_by_learning_rate(lr: float | Schedule) -> GradientTransformation:
         return ScheduleState(torch.zeros((), dtype=torch.int64))
 
     def update(updates: Params, state: ScheduleState, params: Params = None, **extra: Any) -> tuple[Params, PyTree]:
-        rate = lr(state.count)
-        return optree.tree_map(lambda g: -rate * g, updates), ScheduleState(state.count + 1)
+        rate = lr(state.step)
+        return optree.tree_map(lambda g: -rate * g, updates), ScheduleState(state.step + 1)
 
     return GradientTransformation(init, update)
 
@@ -179,7 +179,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
         return ScaleByAdamState(torch.zeros((), dtype=torch.float64), zeros(), zeros())
 
     def update(updates: Params, state: ScaleByAdamState, params: Params = None, **extra: Any) -> tuple[Params, PyTree]:
-        count = state.count + 1
+        count = state.step + 1
         mu = optree.tree_map(lambda m, g: m.lerp(g, 1 - b1), state.mu, updates)
         nu = optree.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, updates)
         correction = 1 / (1 - b1**count)
