@@ -9,6 +9,7 @@ from ._attacks import Attack as Attack
 from ._attacks import fgsm as fgsm
 from ._attacks import perturb as perturb
 from ._attacks import pgd as pgd
+from ._attacks import robust_accuracy as robust_accuracy
 from ._compile import CompileFallbackWarning as CompileFallbackWarning
 from ._functionalize import FunctionalModule as FunctionalModule
 from ._functionalize import functionalize as functionalize
@@ -53,6 +54,7 @@ __all__ = [
     "optimize_input",
     "perturb",
     "pgd",
+    "robust_accuracy",
     "testing",
     "value_and_grad",
     "value_and_input_grad",

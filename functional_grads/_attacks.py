@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Literal, Union
+from typing import Any, Callable, Literal, Sequence, Union
 
 import optree
 import torch
@@ -224,3 +224,56 @@ def _clip(X: Tensor, delta: Tensor, attack: Attack) -> Tensor:
     if attack.clip_min is None and attack.clip_max is None:
         return delta
     return (X + delta).clamp(attack.clip_min, attack.clip_max) - X
+
+
+def robust_accuracy(
+    f: PerSampleFn,
+    params: Any,
+    X: Tensor,
+    labels: Tensor,
+    /,
+    *,
+    loss_fn: LossOnOutput,
+    epsilons: Sequence[float],
+    attack: Attack | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Accuracy of a classifier under ``attack`` at each radius in ``epsilons`` (foolbox style).
+
+    Args:
+      f, params: the classifier ``f(params, x) -> logits [C]`` and its params.
+      X, labels: inputs ``[B, *x_shape]`` and integer class labels ``[B]``.
+      loss_fn: the per-sample loss the attack ascends, e.g. cross-entropy.
+      epsilons: radii; 0 gives the clean accuracy.
+      attack: the other settings (default ``Attack(eps=0, steps=10)``, PGD L-inf); its
+        ``step_size / eps`` ratio is kept at every radius when it has a nonzero ``eps``.
+
+    Returns:
+      ``[len(epsilons)]``: the fraction of samples still classified correctly.
+
+    Example:
+      >>> f = lambda p, x: torch.stack([x.sum(), -x.sum()]) * p
+      >>> ce = lambda out, y: torch.nn.functional.cross_entropy(out, y)
+      >>> robust_accuracy(f, torch.tensor(1.0), torch.ones(4, 2), torch.zeros(4, dtype=torch.long),
+      ...                 loss_fn=ce, epsilons=[0.0, 0.4, 2.0])
+      tensor([1., 1., 0.])
+    """
+    api = "robust_accuracy"
+    template = attack if attack is not None else Attack(eps=0.0, steps=10)
+    if not isinstance(template, Attack):
+        raise TypeError(f"{api}: attack must be a functional_grads.Attack, got {type(template).__name__}.")
+    if not isinstance(labels, Tensor) or labels.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16):
+        raise TypeError(f"{api}: labels must be an integer tensor [B] of class indices.")
+    ratio = template.step_size / template.eps if template.eps > 0 and template.step_size is not None else None
+    accuracies = []
+    for eps in epsilons:
+        _checks.check_number(api, "each of epsilons", eps)
+        if eps == 0:
+            X_adv = X
+        else:
+            settings = dataclasses.replace(template, eps=eps, step_size=None if ratio is None else ratio * eps)
+            X_adv = _detached(perturb(f, loss_fn, settings, generator=generator), params, X, labels)
+        with torch.no_grad():
+            logits = f(params, X_adv)
+        accuracies.append((logits.argmax(-1) == labels).to(X.dtype).mean())
+    return torch.stack(accuracies)
