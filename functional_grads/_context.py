@@ -15,12 +15,15 @@ from torch.nn.modules.dropout import _DropoutNd
 # it runs, and FunctionalModule checks its module against it. The check lives in the
 # model rather than the transform because users wrap f in their own lambdas. The stack
 # is per thread: another thread's plain batched forward is not per sample.
-_LOCAL = threading.local()
+class _Local(threading.local):
+    def __init__(self) -> None:  # runs once in each thread, on its first access
+        self.stack: list[tuple[str, str, int]] = []
+
+
+_LOCAL = _Local()
 
 
 def _stack() -> list[tuple[str, str, int]]:
-    if not hasattr(_LOCAL, "stack"):
-        _LOCAL.stack = []
     return _LOCAL.stack
 
 
