@@ -6,7 +6,7 @@ penalty is a functional loss whose outer gradient is exact. For each of the seed
 examples this prints (a) how much the penalty changes the weights' gradient, ours vs the
 seed's, and (b) what training with it achieves.
 
-Run: ``python examples/seed001_regularizers.py [--steps N]``
+Run: ``python examples/input_gradient_regularizers.py [--steps N]``
 """
 
 from __future__ import annotations
