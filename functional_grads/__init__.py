@@ -1,5 +1,6 @@
 """functional_grads: losses built from a network's input derivatives, on torch.func."""
 
+from . import distributed as distributed
 from . import inverse as inverse
 from . import losses as losses
 from . import operators as operators
@@ -36,6 +37,7 @@ __all__ = [
     "FunctionalModule",
     "Params",
     "apply_grads",
+    "distributed",
     "divergence",
     "fgsm",
     "functionalize",

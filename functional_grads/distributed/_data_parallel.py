@@ -1,0 +1,239 @@
+"""Data-parallel training on torch.distributed: the gradient pytree, averaged in one collective.
+
+NOTE [why not DDP]: DistributedDataParallel hooks ``.backward()``; with
+``autograd.grad(create_graph=True)`` inside the loss it raises "Expected to have finished
+reduction" or, with ``static_graph=True``, reduces at the end of the *inner* backward and
+never averages the outer gradient (pytorch/pytorch#63812, #63929, #47562). Our gradients
+are a pytree returned by a pure function, so averaging them is one all-reduce, JAX
+``pmap``/``shard_map`` style, and it can live inside the compiled step.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Callable
+
+import optree
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .. import _checks
+from .._compile import maybe_compile
+from .._engine import check_result, grad_step
+from .._engine import flags as result_flags
+from .._typing import CompileOption, LossFn, Params, PyTree
+from ..optim._transforms import GradientTransformation, apply_updates
+
+
+def broadcast_params(params: Params, /, *, src: int = 0, group: Any = None) -> Params:
+    """``params`` from rank ``src`` on every rank, after checking that all ranks agree on
+    the tree structure, names, shapes and dtypes.
+
+    Args:
+      params: any pytree of tensors, e.g. from :func:`functional_grads.functionalize`.
+      src: the rank whose values everyone gets. group: the process group (default: the
+        default group, which must be initialised).
+
+    Returns:
+      New tensors (the input is not modified), equal on every rank.
+
+    Raises:
+      ValueError: on every rank, naming the first key where a rank's layout differs.
+    """
+    api = "broadcast_params"
+    world = _world(api, group)
+    check_same_layout(api, params, group=group)
+    leaves, spec = optree.tree_flatten(params)
+    flat = _flat([t.detach() for t in leaves], _common_dtype(leaves)) if leaves else None
+    if flat is None:
+        return params
+    flat = flat.clone()
+    if world > 1:
+        dist.broadcast(flat, src=_global_rank(src, group), group=group)
+    return optree.tree_unflatten(spec, _unflat(flat, leaves))
+
+
+def check_same_layout(api: str, tree: Any, *, group: Any = None) -> None:
+    """Raise on every rank unless all ranks hold the same tree layout (a crc32 compare)."""
+    world = _world(api, group)
+    layout = _layout(tree)
+    checksum = zlib.crc32(repr(layout).encode())
+    sums = [torch.zeros((), dtype=torch.int64, device=_device(tree, group)) for _ in range(world)]
+    dist.all_gather(sums, torch.tensor(checksum, dtype=torch.int64, device=sums[0].device), group=group)
+    if len({int(s) for s in sums}) == 1:
+        return
+    layouts: list[Any] = [None] * world
+    dist.all_gather_object(layouts, layout, group=group)
+    ref = layouts[0]
+    for rank, other in enumerate(layouts):
+        if other == ref:
+            continue
+        for i in range(max(len(ref), len(other))):
+            a = ref[i] if i < len(ref) else None
+            b = other[i] if i < len(other) else None
+            if a != b:
+                raise ValueError(
+                    f"{api}: rank {rank} holds a different params layout from rank 0 at "
+                    f"{(b or a)[0]}: rank 0 has {_describe(a)}, rank {rank} has {_describe(b)}. "
+                    "Build the same model on every rank (same architecture and dtype) before training."
+                )
+
+
+def all_reduce_mean(tree: PyTree, count: int | Tensor, /, *, group: Any = None) -> PyTree:
+    """The sample-weighted mean of ``tree`` over ranks: ``sum_r count_r * tree_r / sum_r count_r``.
+
+    For users of ``torch.optim``: average gradients from :func:`value_and_grad` (a mean over
+    the local batch of ``count`` samples) before ``apply_grads``. One flattened all-reduce.
+    """
+    api = "all_reduce_mean"
+    _world(api, group)
+    leaves, spec = optree.tree_flatten(tree)
+    n = torch.as_tensor(count, dtype=_common_dtype(leaves), device=_device(tree, group))
+    total = _all_reduce(torch.cat([_flat(leaves, n.dtype) * n, n.reshape(1)]), group)
+    return optree.tree_unflatten(spec, _unflat(total[:-1] / total[-1], leaves))
+
+
+def data_parallel(
+    loss: LossFn,
+    optimizer: GradientTransformation,
+    /,
+    *,
+    group: Any = None,
+    compile: CompileOption = False,
+    check: bool = True,
+) -> Callable[..., tuple[Params, PyTree, Tensor]]:
+    """A data-parallel train step ``(params, opt_state, *local_batch) -> (params, opt_state, loss)``.
+
+    Each rank computes ``value_and_grad(loss)`` on its own shard; the gradients and the
+    loss are averaged over the **global sample count** (each rank weighs its mean by its
+    local batch size), so uneven shards and empty shards give the full-batch answer; the
+    functional optimizer then updates identically on every rank. One all-reduce per step
+    carries the gradients x n, the loss x n, n, and a non-finite flag per rank.
+
+    Args:
+      loss: ``loss(params, *batch) -> []``, a mean over the batch's samples (every loss
+        in :mod:`functional_grads.losses` is). The batch's leading dimension counts samples.
+      optimizer: a :mod:`functional_grads.optim` transformation.
+      group: the process group (default: the default group).
+      compile: one compiled graph for the whole step, collective included (functional
+        collectives); falls back to eager with ``CompileFallbackWarning``.
+      check: after the reduction, every rank raises the same ``FloatingPointError`` if a
+        rank's gradient was non-finite, naming the rank(s); no rank is left waiting.
+
+    Start from equal params on every rank: see :func:`broadcast_params`.
+    """
+    api = "data_parallel"
+    if not isinstance(optimizer, GradientTransformation):
+        raise TypeError(f"{api}: optimizer must be a functional_grads.optim GradientTransformation, "
+                        f"got {type(optimizer).__name__}.")
+    world = _world(api, group)
+    rank = dist.get_rank(group)
+    gstep = grad_step(api, loss, argnums=0, has_aux=False)
+
+    def reduce_and_update(params: Params, state: PyTree, value: Tensor, grads: Params, n: Any) -> Any:
+        leaves, spec = optree.tree_flatten(grads)
+        dtype = _common_dtype(leaves)
+        count = value.new_ones((), dtype=dtype) * n
+        local = torch.cat([_flat(leaves, dtype) * count, (value.to(dtype) * count).reshape(1)])
+        # one slot per rank: 1 where that rank's contribution holds NaN/Inf
+        bad = (torch.arange(world, device=local.device) == rank).to(dtype) * (~torch.isfinite(local).all()).to(dtype)
+        total = _all_reduce(torch.cat([local, count.reshape(1), bad]), group)
+        size = local.numel()
+        n_total, flags = total[size], total[size + 1:]
+        mean = total[:size] / n_total
+        grads = optree.tree_unflatten(spec, _unflat(mean[:-1], leaves))
+        updates, state = optimizer.update(grads, state, params)
+        return apply_updates(params, updates), state, mean[-1].to(value.dtype), grads, flags
+
+    def train_step(params: Params, state: PyTree, *batch: Any) -> Any:
+        value, _, grads = gstep(params, *batch)
+        return reduce_and_update(params, state, value, grads, _count(api, batch))
+
+    def empty_step(params: Params, state: PyTree, *batch: Any) -> Any:
+        zeros = optree.tree_map(torch.zeros_like, params)
+        value = optree.tree_leaves(params)[0].new_zeros(())
+        return reduce_and_update(params, state, value, zeros, 0)
+
+    run = maybe_compile(api, train_step, compile, (0, 1))
+    run_empty = maybe_compile(api, empty_step, compile, (0, 1))
+
+    def step(params: Params, state: PyTree, *batch: Any) -> tuple[Params, PyTree, Tensor]:
+        n = _count(api, batch)
+        new_params, state, value, grads, flags = (run_empty if n == 0 else run)(params, state, *batch)
+        if check:
+            bad = flags.nonzero().flatten().tolist()
+            if bad:
+                raise FloatingPointError(
+                    f"{api}: non-finite loss or gradient on rank(s) {bad} (this is rank {rank}); "
+                    "every rank raises this error. Check those ranks' data for NaN/Inf, lower "
+                    "the learning rate, or look for a norm/sqrt/log evaluated at 0 inside the loss.")
+            check_result(api, value, grads, result_flags(value, grads, new_params), params=new_params)
+        return new_params, state, value
+
+    return step
+
+
+def _count(api: str, batch: tuple[Any, ...]) -> int:
+    first = next((t for t in optree.tree_leaves(list(batch)) if isinstance(t, Tensor) and t.ndim), None)
+    if first is None:
+        raise TypeError(f"{api}: the local batch must hold a tensor whose leading dimension counts the samples.")
+    return first.shape[0]
+
+
+def _world(api: str, group: Any) -> int:
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            f"{api}: no torch.distributed process group is initialised. Launch with torchrun "
+            "and call torch.distributed.init_process_group('gloo' or 'nccl') first.")
+    return dist.get_world_size(group)
+
+
+def _global_rank(rank: int, group: Any) -> int:
+    return rank if group is None else dist.get_global_rank(group, rank)
+
+
+def _all_reduce(t: Tensor, group: Any) -> Tensor:
+    # Functional collectives trace into a compiled graph; eagerly they run the same op.
+    import torch.distributed._functional_collectives as funcol
+
+    return funcol.all_reduce(t, "sum", group if group is not None else dist.group.WORLD)
+
+
+def _flat(leaves: list[Tensor], dtype: torch.dtype) -> Tensor:
+    if not leaves:
+        return torch.zeros(0, dtype=dtype)
+    return torch.cat([t.reshape(-1).to(dtype) for t in leaves])
+
+
+def _unflat(flat: Tensor, like: list[Tensor]) -> list[Tensor]:
+    out, i = [], 0
+    for t in like:
+        out.append(flat[i:i + t.numel()].reshape(t.shape).to(t.dtype))
+        i += t.numel()
+    return out
+
+
+def _common_dtype(leaves: list[Tensor]) -> torch.dtype:
+    floating = [t.dtype for t in leaves if t.is_floating_point()]
+    dtype = floating[0] if floating else torch.float32
+    for d in floating[1:]:
+        dtype = torch.promote_types(dtype, d)
+    return dtype
+
+
+def _device(tree: Any, group: Any) -> torch.device:
+    leaves = [t for t in optree.tree_leaves(tree) if isinstance(t, Tensor)]
+    if leaves:
+        return leaves[0].device
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else torch.device("cpu")
+
+
+def _layout(tree: Any) -> list[tuple[str, tuple[int, ...], str]]:
+    paths, leaves, spec = optree.tree_flatten_with_path(tree)
+    out = [(_checks.key_path("params", p), tuple(t.shape), str(t.dtype)) for p, t in zip(paths, leaves)]
+    return out + [("<structure>", (), str(spec))]
+
+
+def _describe(entry: Any) -> str:
+    return "nothing" if entry is None else f"shape {list(entry[1])} {entry[2]}"

@@ -1,0 +1,140 @@
+"""One rank of the data-parallel tests: runs every scenario, writes what it saw as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import functional_grads as fg  # noqa: E402
+from helpers import mlp  # noqa: E402
+
+STEPS = 50
+
+
+def _data(n=101, d=3):
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    return X, (X**2).sum(1), 2 * X
+
+
+def _shard(t, rank, world, sizes=None):
+    sizes = sizes or [len(c) for c in torch.tensor_split(torch.arange(t.shape[0]), world)]
+    start = sum(sizes[:rank])
+    return t[start:start + sizes[rank]]
+
+
+def _train(step, params, opt, batch, steps):
+    state = opt.init(params)
+    for _ in range(steps):
+        params, state, _ = step(params, state, *batch)
+    return params
+
+
+def _max_diff(a, b):
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def scenario_equal(rank, world, compile, losses=("gradient_matching", "sobolev"), sizes=None):
+    out = {}
+    X, Y, dY = _data()
+    for name in losses:
+        f, params = fg.functionalize(mlp(3, 8, 2, seed=1))
+        loss = getattr(fg.losses, name)(f)
+        batch = (X, dY) if name == "gradient_matching" else (X, Y, dY)
+        opt = fg.optim.adam(1e-2)
+        reference = _train(fg.make_step(loss, opt), params, opt, batch, STEPS)
+        params = fg.distributed.broadcast_params(params)
+        step = fg.distributed.data_parallel(loss, opt, compile=compile)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", fg.CompileFallbackWarning)
+            local = tuple(_shard(t, rank, world, sizes) for t in batch)
+            ours = _train(step, params, opt, local, STEPS)
+        gathered = [None] * world
+        dist.all_gather_object(gathered, {k: v.tolist() for k, v in ours.items()})
+        replicas = max(_max_diff({k: torch.tensor(v, dtype=torch.float64) for k, v in g.items()}, ours) for g in gathered)
+        out[name] = {"vs_single": _max_diff(ours, reference), "replicas": replicas,
+                     "fallbacks": [str(w.message)[:200] for w in caught]}
+    return out
+
+
+def scenario_nan(rank, world):
+    f, params = fg.functionalize(mlp(3, 4, 1, seed=1))
+    X, _, dY = _data(8)
+    if rank == world - 1:
+        X = X.clone()
+        X[0, 0] = float("nan")
+    opt = fg.optim.sgd(0.1)
+    step = fg.distributed.data_parallel(fg.losses.gradient_matching(f), opt)
+    try:
+        step(params, opt.init(params), X, dY)
+    except FloatingPointError as e:
+        return str(e)
+    return None
+
+
+def scenario_layout(rank, world):
+    _, params = fg.functionalize(mlp(3, 4 + (rank == world - 1), 1, seed=rank))
+    try:
+        fg.distributed.broadcast_params(params)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def scenario_ddp(rank, world):
+    """Document DDP under double backward: what happens, whatever the torch version."""
+    out = {}
+    X, _, dY = _data(20)
+    X, dY = _shard(X, rank, world), _shard(dY, rank, world)
+    for mode in ("static_graph", "default"):  # static_graph first: a failed default run ends DDP use
+        torch.manual_seed(0)
+        model = mlp(3, 8, 1, seed=1)
+        ddp = torch.nn.parallel.DistributedDataParallel(model, static_graph=mode == "static_graph")
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        try:
+            for _ in range(3):
+                x = X.clone().requires_grad_()
+                (gx,) = torch.autograd.grad(ddp(x).sum(), x, create_graph=True)
+                opt.zero_grad()
+                ((gx - dY) ** 2).mean().backward()
+                opt.step()
+            flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+            gathered = [torch.zeros_like(flat) for _ in range(world)]
+            dist.all_gather(gathered, flat)
+            out[mode] = {"error": None, "replica_gap": max((g - flat).abs().max().item() for g in gathered)}
+        except RuntimeError as e:
+            out[mode] = {"error": str(e)[:200], "replica_gap": None}
+            break
+    return out
+
+
+def main(rank, world, port, out_dir, scenarios):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        results = {}
+        for name in scenarios:
+            if name == "eager":
+                results[name] = scenario_equal(rank, world, False)
+            elif name == "compiled":
+                results[name] = scenario_equal(rank, world, True, losses=("gradient_matching",))
+            elif name == "empty":
+                results[name] = scenario_equal(rank, world, False, losses=("sobolev",), sizes=[101] + [0] * (world - 1))
+            elif name == "nan":
+                results[name] = scenario_nan(rank, world)
+            elif name == "layout":
+                results[name] = scenario_layout(rank, world)
+            elif name == "ddp":
+                results[name] = scenario_ddp(rank, world)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
+    finally:
+        dist.destroy_process_group()
