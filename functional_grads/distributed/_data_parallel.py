@@ -65,7 +65,7 @@ def check_same_layout(api: str, tree: Any, *, group: Any = None) -> None:
         return
     layouts: list[Any] = [None] * world
     dist.all_gather_object(layouts, layout, group=group)
-    ref = layouts[0]
+    ref: list[Any] = layouts[0]
     for rank, other in enumerate(layouts):
         if other == ref:
             continue
@@ -73,9 +73,10 @@ def check_same_layout(api: str, tree: Any, *, group: Any = None) -> None:
             a = ref[i] if i < len(ref) else None
             b = other[i] if i < len(other) else None
             if a != b:
+                where = (a if a is not None else b)[0]
                 raise ValueError(
                     f"{api}: rank {rank} holds a different params layout from rank 0 at "
-                    f"{(b or a)[0]}: rank 0 has {_describe(a)}, rank {rank} has {_describe(b)}. "
+                    f"{where}: rank 0 has {_describe(a)}, rank {rank} has {_describe(b)}. "
                     "Build the same model on every rank (same architecture and dtype) before training."
                 )
 
@@ -175,7 +176,8 @@ def data_parallel(
 
 
 def _count(api: str, batch: tuple[Any, ...]) -> int:
-    first = next((t for t in optree.tree_leaves(list(batch)) if isinstance(t, Tensor) and t.ndim), None)
+    leaves: list[Any] = optree.tree_leaves(list(batch))  # type: ignore[arg-type]
+    first = next((t for t in leaves if isinstance(t, Tensor) and t.ndim), None)
     if first is None:
         raise TypeError(f"{api}: the local batch must hold a tensor whose leading dimension counts the samples.")
     return first.shape[0]
@@ -197,7 +199,7 @@ def _all_reduce(t: Tensor, group: Any) -> Tensor:
     # Functional collectives trace into a compiled graph; eagerly they run the same op.
     import torch.distributed._functional_collectives as funcol
 
-    return funcol.all_reduce(t, "sum", group if group is not None else dist.group.WORLD)
+    return funcol.all_reduce(t, "sum", group if group is not None else dist.group.WORLD)  # type: ignore[arg-type]
 
 
 def _flat(leaves: list[Tensor], dtype: torch.dtype) -> Tensor:
