@@ -73,7 +73,7 @@ def check_same_layout(api: str, tree: Any, *, group: Any = None) -> None:
             a = ref[i] if i < len(ref) else None
             b = other[i] if i < len(other) else None
             if a != b:
-                where = (a if a is not None else b)[0]
+                where = next(e[0] for e in (a, b) if e is not None)
                 raise ValueError(
                     f"{api}: rank {rank} holds a different params layout from rank 0 at "
                     f"{where}: rank 0 has {_describe(a)}, rank {rank} has {_describe(b)}. "
