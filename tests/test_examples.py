@@ -6,6 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 import adversarial_robustness  # noqa: E402
+import data_parallel  # noqa: E402
 import force_matching  # noqa: E402
 import inverse_problem  # noqa: E402
 import refine_noisy_input  # noqa: E402
@@ -41,3 +42,8 @@ def test_refining_noisy_inputs_leaves_the_model_alone():
 def test_adversarial_training_improves_robust_accuracy():
     r = adversarial_robustness.main(["--steps", "300"])
     assert r["adversarial training"]["pgd"] > r["standard training"]["pgd"] + 0.05
+
+
+def test_data_parallel_example_equals_one_process():
+    r = data_parallel.main(["--steps", "20", "--samples", "257"])
+    assert r["replica_gap"] == 0.0 and r["vs_single"] < 1e-12
