@@ -23,10 +23,12 @@ from ._typing import Params as Params
 from ._value_and_grad import grad as grad
 from ._value_and_grad import value_and_grad as value_and_grad
 from .inverse import optimize_input as optimize_input
+from .operators import derivatives as derivatives
 from .operators import divergence as divergence
 from .operators import hvp as hvp
 from .operators import input_hessian as input_hessian
 from .operators import input_jacobian as input_jacobian
+from .operators import jacobian_trace as jacobian_trace
 from .operators import laplacian as laplacian
 
 __version__ = "0.2.0"
@@ -37,6 +39,7 @@ __all__ = [
     "FunctionalModule",
     "Params",
     "apply_grads",
+    "derivatives",
     "distributed",
     "divergence",
     "fgsm",
@@ -46,6 +49,7 @@ __all__ = [
     "input_grad",
     "input_hessian",
     "input_jacobian",
+    "jacobian_trace",
     "inverse",
     "laplacian",
     "load_params",

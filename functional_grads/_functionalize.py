@@ -85,7 +85,7 @@ class FunctionalModule:
         self._shapes = {name: p.shape for name, p in module.named_parameters()}
 
     def __call__(self, params: ParamsDict, x: Any, /, *args: Any, **kwargs: Any) -> Any:
-        self._check_params(params)
+        self.check_params(params)
         check_module(self.module)
         tensors = {**dict(self.module.named_buffers()), **params}
         if isinstance(x, torch.Tensor) and is_one_sample(x):
@@ -121,7 +121,8 @@ class FunctionalModule:
             for m in self.module.modules()
         )
 
-    def _check_params(self, params: ParamsDict) -> None:
+    def check_params(self, params: ParamsDict) -> None:
+        """Raise unless ``params`` has exactly the module's parameter names and shapes."""
         # NOTE [strict params]: torch.func.functional_call silently uses the module's own
         # tensor for any name missing from the dict; a typo would then train nothing.
         api = "f(params, x)"

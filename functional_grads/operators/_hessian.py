@@ -10,7 +10,6 @@ from torch.func import grad, jacrev
 from .. import _checks
 from .._per_sample import map_samples, scalar_output
 from .._typing import PerSampleFn, Randomness
-from ._jacobian import trace
 
 
 def input_hessian(
@@ -100,31 +99,3 @@ def hvp(
         )
 
     return hvp_fn
-
-
-def laplacian(
-    f: PerSampleFn,
-    /,
-    *,
-    argnums: int = 1,
-    chunk_size: int | None = None,
-    randomness: Randomness = "error",
-) -> Callable[..., Any]:
-    """Per-sample Laplacian (trace of the input Hessian) of a scalar-per-sample ``f``.
-
-    Returns:
-      A function ``(params, X) -> [B]``.
-
-    Example:
-      >>> f = lambda p, x: (p["w"] * x**2).sum()
-      >>> laplacian(f)({"w": torch.ones(3)}, torch.zeros(2, 3))
-      tensor([6., 6.])
-    """
-    h = input_hessian(f, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
-
-    def laplacian_fn(*args: Any) -> Any:
-        return trace(h(*args), args[argnums])
-
-    return laplacian_fn
-
-

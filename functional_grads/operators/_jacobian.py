@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
-from torch.func import jacfwd, jacrev
+from torch.func import jacfwd, jacrev, jvp, vmap
 
-from .. import _checks
+from .. import _checks, _random
 from .._per_sample import map_samples, output_shape, same_shape_output
 from .._typing import JacobianMode, PerSampleFn, Randomness
 
@@ -76,6 +76,10 @@ def divergence(
     f: PerSampleFn,
     /,
     *,
+    method: Literal["auto", "jacobian", "forward", "hutchinson"] = "auto",
+    num_samples: int = 1,
+    probe: _random.Probe = "rademacher",
+    generator: torch.Generator | None = None,
     argnums: int = 1,
     mode: JacobianMode = "auto",
     chunk_size: int | None = None,
@@ -85,7 +89,15 @@ def divergence(
 
     Args:
       f: ``f(params, x) -> out`` whose per-sample output is shaped like ``x``.
-      mode, argnums, chunk_size, randomness: as in :func:`input_jacobian`.
+      method: ``"forward"``: one JVP per input direction, taking only the diagonal (no
+        ``[D, D]`` Jacobian is kept); ``"jacobian"``: the trace of :func:`input_jacobian`
+        (``mode`` picks its AD mode); ``"auto"``: ``"forward"`` eagerly, ``"jacobian"``
+        under ``torch.compile`` (NOTE [jacfwd under compile]); ``"hutchinson"``: the
+        unbiased mean of ``v^T J v`` over ``num_samples`` probes per sample (variance
+        ``sum_{i!=j} (J_ij^2 + J_ij J_ji) / num_samples`` for Rademacher probes), as in
+        FFJORD and sliced score matching.
+      probe, generator: the probes' kind and generator (``"hutchinson"`` only).
+      argnums, chunk_size, randomness: as in :func:`input_grad`.
 
     Returns:
       A function ``(params, X) -> [B]``.
@@ -97,15 +109,48 @@ def divergence(
     """
     api = "divergence"
     _checks.check_callable(api, f)
-    jac = input_jacobian(
-        same_shape_output(api, f, argnums), argnums=argnums, mode=mode,
-        chunk_size=chunk_size, randomness=randomness,
-    )
+    if method not in ("auto", "jacobian", "forward", "hutchinson"):
+        raise ValueError(f"{api}: method must be 'auto', 'jacobian', 'forward' or 'hutchinson', got {method!r}.")
+    _checks.check_number(api, "num_samples", num_samples, low=1, integer=True)
+    if probe not in _random.PROBES:
+        raise ValueError(f"{api}: probe must be one of {_random.PROBES}, got {probe!r}.")
+    field = same_shape_output(api, f, argnums)
+    jac = input_jacobian(field, argnums=argnums, mode=mode, chunk_size=chunk_size, randomness=randomness)
+
+    def one(*args_and_v: Any) -> torch.Tensor:
+        *args, V = args_and_v
+        x = args[argnums]
+
+        def along(v: torch.Tensor) -> torch.Tensor:
+            def fx(y: torch.Tensor) -> torch.Tensor:
+                a = list(args)
+                a[argnums] = y
+                return field(*a)
+
+            return (jvp(fx, (x,), (v.reshape(x.shape),))[1].reshape(-1) * v).sum()
+
+        total = vmap(along)(V).sum(0)
+        return total / V.shape[0] if method == "hutchinson" else total
 
     def divergence_fn(*args: Any) -> Any:
-        return trace(jac(*args), args[argnums])
+        X = _checks.check_batch(api, args, argnums)
+        chosen = method if method != "auto" else ("jacobian" if torch.compiler.is_compiling() else "forward")
+        if chosen == "jacobian":
+            return trace(jac(*args), X)
+        D = X[0].numel()
+        if chosen == "forward":
+            V = torch.eye(D, dtype=X.dtype, device=X.device).expand(X.shape[0], D, D)
+        else:
+            V = _random.probes(X, (X.shape[0], num_samples, D), probe, generator=generator)
+        return map_samples(api, one, (*args, V), argnums=argnums, chunk_size=chunk_size,
+                           randomness=randomness, also=(len(args),))
 
     return divergence_fn
+
+
+jacobian_trace = divergence
+"""``jacobian_trace(f, ...)``: :func:`divergence` under the name used for score models and
+continuous normalising flows (the trace of ``d f / d x`` for ``f: R^D -> R^D``)."""
 
 
 def trace(square: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,111 @@
+"""The forward Laplacian (Li et al. 2023; collapsed Taylor mode, Dangel et al. 2025) for
+``nn.Sequential`` MLPs: value, K input tangents and the weighted second-order term, pushed
+through the network together in one forward pass, batched, with no backward pass.
+
+For a layer ``h -> W h + b`` the tangents and the second-order term are linear:
+``J -> J W^T`` and ``L -> L W^T``. For an elementwise ``s``:
+``J -> s'(h) J`` and ``L -> s'(h) L + s''(h) sum_k w_k J_k^2``, where ``J_k`` is the
+tangent along direction ``v_k``. At the output, ``L = sum_k w_k v_k^T H v_k`` (the
+Laplacian for the basis vectors and unit weights), ``J_k = v_k . grad f``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import not_scalar_per_sample
+from .._functionalize import FunctionalModule
+
+# s(h) -> (s, s', s'') for the elementwise layers we know, matched by exact type.
+_Derivs = Callable[[nn.Module, Tensor], "tuple[Tensor, Tensor, Tensor]"]
+
+
+def _tanh(m: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    t = torch.tanh(h)
+    d = 1 - t * t
+    return t, d, -2 * t * d
+
+
+def _sigmoid(m: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    s = torch.sigmoid(h)
+    d = s * (1 - s)
+    return s, d, d * (1 - 2 * s)
+
+
+def _softplus(m: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    beta, threshold = m.beta, m.threshold  # type: ignore[attr-defined]
+    s = torch.sigmoid(beta * h)
+    linear = beta * h > threshold  # torch's softplus is the identity there
+    d = torch.where(linear, torch.ones_like(s), s)
+    dd = torch.where(linear, torch.zeros_like(s), beta * s * (1 - s))
+    return nn.functional.softplus(h, beta, threshold), d, dd
+
+
+def _silu(m: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    s = torch.sigmoid(h)
+    d = s * (1 + h * (1 - s))
+    return h * s, d, s * (1 - s) * (2 + h * (1 - 2 * s))
+
+
+def _gelu(m: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    cdf = 0.5 * (1 + torch.erf(h / math.sqrt(2)))
+    pdf = torch.exp(-0.5 * h * h) / math.sqrt(2 * math.pi)
+    return h * cdf, cdf + h * pdf, pdf * (2 - h * h)
+
+
+def _relu(m: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    d = (h > 0).to(h.dtype)  # autograd's convention: relu'(0) = 0, relu'' = 0
+    return torch.relu(h), d, torch.zeros_like(h)
+
+
+_ACTIVATIONS: dict[type, _Derivs] = {
+    nn.Tanh: _tanh, nn.Sigmoid: _sigmoid, nn.Softplus: _softplus, nn.SiLU: _silu, nn.ReLU: _relu,
+}
+
+
+def supports(f: Any, X: Tensor, argnums: int) -> bool:
+    """True when ``f`` is a module from ``functionalize`` this fast path can propagate through."""
+    if not (isinstance(f, FunctionalModule) and argnums == 1 and X.ndim == 2):
+        return False
+    module = f.module
+    if type(module) is not nn.Sequential or module._forward_hooks or module._forward_pre_hooks:
+        return False
+    return all(
+        (type(m) is nn.Linear or type(m) is nn.Identity or type(m) in _ACTIVATIONS
+         or (type(m) is nn.GELU and m.approximate == "none"))
+        and not (m._forward_hooks or m._forward_pre_hooks)
+        for m in module
+    )
+
+
+def forward_laplacian(api: str, f: FunctionalModule, params: Any, X: Tensor, V: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(value [B], V grad f [B, K], sum_k w_k v_k^T H v_k [B])`` for directions ``V [K, D]``.
+
+    ``V`` and ``w`` may also be per sample: ``[B, K, D]`` and ``[B, K]``.
+    """
+    f.check_params(params)
+    h = X
+    J = V.expand(X.shape[0], *V.shape[-2:]) if V.ndim == 2 else V  # [B, K, n]
+    L = X.new_zeros(X.shape)                                        # [B, n]
+    for i, m in enumerate(f.module):
+        if type(m) is nn.Linear:
+            W = params[f"{i}.weight"]
+            b = params.get(f"{i}.bias")
+            h = h @ W.T + (b if b is not None else 0)
+            J = J @ W.T
+            L = L @ W.T
+        elif type(m) is nn.Identity:
+            continue
+        else:
+            derivs = _gelu if type(m) is nn.GELU else _ACTIVATIONS[type(m)]
+            h, d, dd = derivs(m, h)
+            ww = w if w.ndim == 2 else w[None]
+            L = d * L + dd * torch.einsum("bk,bkn->bn", ww.expand(J.shape[0], -1), J * J)
+            J = d[:, None, :] * J
+    if h.shape[1] != 1:
+        raise not_scalar_per_sample(api, h.shape[1:])
+    return h.reshape(h.shape[0]), J.reshape(J.shape[0], J.shape[1]), L.reshape(L.shape[0])
