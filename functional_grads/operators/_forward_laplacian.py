@@ -37,7 +37,7 @@ def _sigmoid(m: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _softplus(m: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    beta, threshold = m.beta, m.threshold  # type: ignore[attr-defined]
+    beta, threshold = float(m.beta), float(m.threshold)  # type: ignore[arg-type]
     s = torch.sigmoid(beta * h)
     linear = beta * h > threshold  # torch's softplus is the identity there
     d = torch.where(linear, torch.ones_like(s), s)
@@ -91,10 +91,10 @@ def forward_laplacian(api: str, f: FunctionalModule, params: Any, X: Tensor, V: 
     h = X
     J = V.expand(X.shape[0], *V.shape[-2:]) if V.ndim == 2 else V  # [B, K, n]
     L = X.new_zeros(X.shape)                                        # [B, n]
-    for i, m in enumerate(f.module):
+    for name, m in f.module.named_children():
         if type(m) is nn.Linear:
-            W = params[f"{i}.weight"]
-            b = params.get(f"{i}.bias")
+            W = params[f"{name}.weight"]
+            b = params.get(f"{name}.bias")
             h = h @ W.T + (b if b is not None else 0)
             J = J @ W.T
             L = L @ W.T

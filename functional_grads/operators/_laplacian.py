@@ -117,7 +117,7 @@ def derivatives(
 
 def _operator(
     api: str, f: PerSampleFn, method: Any, dims: Any, weights: Any, num_samples: Any, probe: Any,
-    argnums: int, chunk_size: int | None, randomness: str, bundle: bool = False,
+    argnums: int, chunk_size: int | None, randomness: Randomness, bundle: bool = False,
 ) -> Callable[[tuple[Any, ...], torch.Generator | None], tuple[Any, Any, Tensor]]:
     """``(args, generator) -> (values or None, grads or None, operator [B])``."""
     _checks.check_callable(api, f)
@@ -204,7 +204,7 @@ def _bundle_one(f: Callable[..., Tensor], args: list[Any], argnums: int, V: Tens
     """``(value, grad, sum_k w_k v_k^T H v_k)`` for one sample, one forward-over-reverse pass."""
     x = args[argnums]
     gv = grad_and_value(_at(f, args, argnums))
-    (g, value), (hv, _) = vmap(lambda v: jvp(gv, (x,), (v.reshape(x.shape),)))(V)
+    (g, value), (hv, _) = vmap(lambda v: jvp(gv, (x,), (v.reshape(x.shape),)))(V)  # type: ignore[misc]
     return value[0], g[0], (hv.reshape(V.shape) * V).sum(-1) @ w
 
 
