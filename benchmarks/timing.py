@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch
 
 
-def measure(fn: Callable[[], Any], repeats: int, device: str) -> dict:
+def measure(fn: Callable[[], Any], repeats: int, device: str, warmup: int = 3) -> dict:
     """Median, interquartile range, first-call time, CUDA peak memory and fallback notes."""
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -23,7 +23,7 @@ def measure(fn: Callable[[], Any], repeats: int, device: str) -> dict:
     sync()
     first = time.perf_counter() - t0
     notes = [str(w.message)[:400] for w in caught if "Fallback" in type(w.message).__name__]
-    for _ in range(3):
+    for _ in range(warmup):
         fn()
     sync()
     times = []

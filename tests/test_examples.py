@@ -9,7 +9,11 @@ import adversarial_robustness  # noqa: E402
 import data_parallel  # noqa: E402
 import force_matching  # noqa: E402
 import inverse_problem  # noqa: E402
+import pinn_heat  # noqa: E402
+import pinn_high_dim  # noqa: E402
+import pinn_poisson  # noqa: E402
 import refine_noisy_input  # noqa: E402
+import score_matching  # noqa: E402
 import input_gradient_regularizers  # noqa: E402
 
 
@@ -47,3 +51,21 @@ def test_adversarial_training_improves_robust_accuracy():
 def test_data_parallel_example_equals_one_process():
     r = data_parallel.main(["--steps", "20", "--samples", "257"])
     assert r["replica_gap"] == 0.0 and r["vs_single"] < 1e-12
+
+
+def test_pinn_poisson_converges():
+    assert pinn_poisson.main(["--steps", "500"])["relative_l2"] < 0.2
+
+
+def test_pinn_heat_converges():
+    assert pinn_heat.main(["--steps", "400"])["relative_l2"] < 0.2
+
+
+def test_high_dimensional_pinn_trains_with_the_stochastic_laplacian():
+    r = pinn_high_dim.main(["--steps", "100"])
+    assert r["relative_l2"] < 0.2 and r["step_ms"]["hessian"] > r["step_ms"]["stde"]
+
+
+def test_score_matching_learns_the_score():
+    r = score_matching.main(["--steps", "600"])
+    assert r["relative_error"] < 0.3

@@ -103,9 +103,13 @@ def forward_laplacian(api: str, f: FunctionalModule, params: Any, X: Tensor, V: 
         else:
             derivs = _gelu if type(m) is nn.GELU else _ACTIVATIONS[type(m)]
             h, d, dd = derivs(m, h)
-            ww = w if w.ndim == 2 else w[None]
-            L = d * L + dd * torch.einsum("bk,bkn->bn", ww.expand(J.shape[0], -1), J * J)
+            L = d * L + dd * _weighted_square_sum(J, w)
             J = d[:, None, :] * J
     if h.shape[1] != 1:
         raise not_scalar_per_sample(api, h.shape[1:])
     return h.reshape(h.shape[0]), J.reshape(J.shape[0], J.shape[1]), L.reshape(L.shape[0])
+
+
+def _weighted_square_sum(J: Tensor, w: Tensor) -> Tensor:
+    """``sum_k w_k J_k^2``: ``[B, K, n] -> [B, n]``."""
+    return (J * J * (w[:, None] if w.ndim == 1 else w[:, :, None])).sum(1)
