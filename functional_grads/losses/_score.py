@@ -70,7 +70,7 @@ def sliced_score_matching(
     def one(params: Any, x: Tensor, V: Tensor) -> Tensor:
         def along(v: Tensor) -> Tensor:
             v = v.reshape(x.shape)
-            s, jv = jvp(lambda y: field(params, y), (x,), (v,))
+            s, jv = jvp(lambda y: field(params, y), (x,), (v,))  # type: ignore[misc]
             second = 0.5 * (s * s).sum() if probe == "gaussian" else 0.5 * (v * s).sum() ** 2
             return (v * jv).sum() + second
 

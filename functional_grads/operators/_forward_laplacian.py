@@ -88,28 +88,29 @@ def forward_laplacian(api: str, f: FunctionalModule, params: Any, X: Tensor, V: 
     ``V`` and ``w`` may also be per sample: ``[B, K, D]`` and ``[B, K]``.
     """
     f.check_params(params)
-    h = X
-    J = V.expand(X.shape[0], *V.shape[-2:]) if V.ndim == 2 else V  # [B, K, n]
-    L = X.new_zeros(X.shape)                                        # [B, n]
+    # Until the first nonlinearity the tangents do not depend on the sample: J stays
+    # [K, n], shared by the batch (one small matmul, not B of them), and L stays zero.
+    h, J, L = X, V, None
     for name, m in f.module.named_children():
         if type(m) is nn.Linear:
             W = params[f"{name}.weight"]
             b = params.get(f"{name}.bias")
             h = h @ W.T + (b if b is not None else 0)
             J = J @ W.T
-            L = L @ W.T
-        elif type(m) is nn.Identity:
-            continue
-        else:
+            L = None if L is None else L @ W.T
+        elif type(m) is not nn.Identity:
             derivs = _gelu if type(m) is nn.GELU else _ACTIVATIONS[type(m)]
             h, d, dd = derivs(m, h)
-            L = d * L + dd * _weighted_square_sum(J, w)
-            J = d[:, None, :] * J
+            second = dd * _weighted_square_sum(J, w)
+            L = second if L is None else d * L + second
+            J = d[:, None, :] * (J if J.ndim == 3 else J[None])
+    J = J if J.ndim == 3 else J.expand(X.shape[0], *J.shape)
+    L = X.new_zeros(h.shape) if L is None else L
     if h.shape[1] != 1:
         raise not_scalar_per_sample(api, h.shape[1:])
     return h.reshape(h.shape[0]), J.reshape(J.shape[0], J.shape[1]), L.reshape(L.shape[0])
 
 
 def _weighted_square_sum(J: Tensor, w: Tensor) -> Tensor:
-    """``sum_k w_k J_k^2``: ``[B, K, n] -> [B, n]``."""
-    return (J * J * (w[:, None] if w.ndim == 1 else w[:, :, None])).sum(1)
+    """``sum_k w_k J_k^2``: ``[K, n] -> [n]`` (shared) or ``[B, K, n] -> [B, n]``."""
+    return (J * J * (w[..., None])).sum(-2)
