@@ -130,10 +130,12 @@ def fgsm(
     targeted: bool = False,
     clip_min: float | None = None,
     clip_max: float | None = None,
+    randomness: Randomness = "error",
 ) -> Tensor:
     """Fast gradient sign method (Goodfellow et al. 2015): ``clip(X + eps * sign(grad_x loss))``.
 
-    Shorthand for ``perturb(f, loss_fn, Attack(eps, ...))(params, X, Y)``, detached.
+    Shorthand for ``perturb(f, loss_fn, Attack(eps, ...))(params, X, Y)``, detached;
+    ``randomness`` as in :func:`input_grad`.
 
     Returns:
       The adversarial examples ``[B, *x_shape]`` (no gradient flows to ``params``).
@@ -145,7 +147,7 @@ def fgsm(
       tensor([[-0.1000, -0.1000]])
     """
     attack = Attack(eps, targeted=targeted, clip_min=clip_min, clip_max=clip_max)
-    return _detached(perturb(f, loss_fn, attack), params, X, Y)
+    return _detached(perturb(f, loss_fn, attack, randomness=randomness), params, X, Y)
 
 
 def pgd(
@@ -165,6 +167,7 @@ def pgd(
     generator: torch.Generator | None = None,
     clip_min: float | None = None,
     clip_max: float | None = None,
+    randomness: Randomness = "error",
 ) -> Tensor:
     """Projected gradient descent attack (Madry et al. 2018), L-inf or L2.
 
@@ -177,7 +180,7 @@ def pgd(
       The adversarial examples ``[B, *x_shape]`` (no gradient flows to ``params``).
     """
     attack = Attack(eps, steps, step_size, norm, random_start, targeted, clip_min, clip_max)
-    return _detached(perturb(f, loss_fn, attack, generator=generator), params, X, Y)
+    return _detached(perturb(f, loss_fn, attack, generator=generator, randomness=randomness), params, X, Y)
 
 
 def per_sample_loss(api: str, f: PerSampleFn, loss_fn: LossOnOutput) -> Callable[[Any, Tensor, Tensor], Tensor]:

@@ -92,6 +92,11 @@ def check_batch(api: str, args: Sequence[Any], argnums: int) -> Tensor:
             f"{api}: X (argument {argnums}) needs a leading batch dimension [B, *x_shape], got "
             "a 0-d tensor. For one sample use X[None]."
         )
+    if x.shape[0] == 0:
+        raise ValueError(
+            f"{api}: X (argument {argnums}) is an empty batch (shape {fmt(x.shape)}): there is no "
+            "sample to differentiate, and a mean over no samples is NaN. Skip empty batches."
+        )
     others = [t for i, a in enumerate(args) if i != argnums for t in optree.tree_leaves(a) if isinstance(t, Tensor)]
     dtypes = {t.dtype for t in others if t.is_floating_point()}
     if len(dtypes) == 1 and x.dtype not in dtypes:

@@ -45,6 +45,19 @@ def check_module(module: nn.Module) -> None:
         return
     api, randomness, _ = stack[-1]
     for name, sub in module.named_modules():
+        if isinstance(sub, _BatchNorm) and not sub.training and sub.running_mean is None:
+            raise ValueError(
+                f"{api}: submodule {name!r} ({type(sub).__name__}) has no running statistics "
+                "(track_running_stats=False), so even in eval mode it normalises with batch "
+                "statistics and a per-sample derivative would mix samples. Use LayerNorm/GroupNorm, "
+                "or track running statistics."
+            )
+        if isinstance(sub, nn.RNNBase):
+            raise ValueError(
+                f"{api}: submodule {name!r} ({type(sub).__name__}) is a fused recurrent layer, "
+                "which torch.func cannot run one sample at a time. Write the recurrence with "
+                "nn.RNNCell/LSTMCell/GRUCell in a loop over time steps."
+            )
         if isinstance(sub, _BatchNorm) and sub.training:
             raise ValueError(
                 f"{api}: submodule {name!r} ({type(sub).__name__}) is in training mode, "

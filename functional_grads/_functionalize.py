@@ -127,11 +127,20 @@ class FunctionalModule:
         # tensor for any name missing from the dict; a typo would then train nothing.
         api = "f(params, x)"
         match_names(api, self._shapes, params, "params")
+        dtypes: dict[torch.dtype, str] = {}
         for name, shape in self._shapes.items():
             got = params[name]
             if not isinstance(got, torch.Tensor) or got.shape != shape:
                 desc = fmt(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
                 raise ValueError(f"{api}: params[{name!r}] has shape {desc} but the module expects {fmt(shape)}.")
+            if not got.is_floating_point():
+                raise TypeError(f"{api}: params[{name!r}] has dtype {got.dtype}; parameters must be floating "
+                                "point to be differentiated. Cast it, e.g. .float().")
+            dtypes.setdefault(got.dtype, name)
+        if len(dtypes) > 1:
+            (a, ka), (b, kb) = list(dtypes.items())[:2]
+            raise TypeError(f"{api}: params mix dtypes: params[{ka!r}] is {a} but params[{kb!r}] is {b}. "
+                            "Cast them to one dtype, e.g. {k: v.double() for k, v in params.items()}.")
 
 
 def match_names(api: str, expected: dict[str, Any], params: Any, what: str) -> None:

@@ -24,8 +24,16 @@ def map_samples(
 ) -> Any:
     """``vmap`` ``fn`` over the leading dimension of ``args[argnums]`` (and of ``args[i]``
     for ``i`` in ``also``), the other arguments shared by all samples."""
-    _checks.check_batch(api, args, argnums)
+    X = _checks.check_batch(api, args, argnums)
     mapped_at = (argnums, *also)
+    for i, a in enumerate(args):
+        if i not in mapped_at and isinstance(a, torch.Tensor) and a.ndim and a.shape[0] == X.shape[0] > 1:
+            raise ValueError(
+                f"{api}: argument {i} has shape {_checks.fmt(a.shape)}, one row per sample like X, but "
+                "arguments other than X are shared by all samples (each sample would see the whole "
+                "tensor). For per-sample data, make it part of X (e.g. torch.cat([X, C], 1), split "
+                "inside f); for shared data, close over it in f."
+            )
     in_dims = tuple(0 if i in mapped_at else None for i in range(len(args)))
     mapped = vmap(fn, in_dims=in_dims, chunk_size=chunk_size, randomness=randomness)
     with per_sample(api, randomness, args[argnums].ndim - 1):
@@ -37,6 +45,12 @@ def map_samples(
                     f"{api}: f calls a random operation (e.g. dropout) inside a per-sample "
                     "transform. Pass randomness='different' (independent per sample) or "
                     "'same' (shared across the batch), or make f deterministic."
+                ) from e
+            if type(e) is RuntimeError:
+                raise RuntimeError(
+                    f"{api}: f failed when evaluated one sample at a time (torch.func.vmap): {e} "
+                    "Check that f works on a single sample [*x_shape]; ops without a batching "
+                    "rule or modules that keep state across a batch cannot run per sample."
                 ) from e
             raise
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Literal, overload
 
+from torch import Tensor
+
 from ._compile import maybe_compile
 from ._engine import check_result, flags, grad_step
 from ._typing import CompileOption, LossFn
@@ -62,7 +64,7 @@ def value_and_grad(
     def value_and_grad_fn(*args: Any) -> Any:
         if check:
             value, aux, grads, fl = run(*args)
-            check_result(api, value, grads, fl)
+            check_result(api, value, grads, fl, hint=_empty_batch_hint(args, static))
         else:
             value, aux, grads = run(*args)
         return ((value, aux) if has_aux else value), grads
@@ -102,3 +104,10 @@ def grad(
         return (grads, out[1]) if has_aux else grads
 
     return grad_fn
+
+
+def _empty_batch_hint(args: tuple[Any, ...], static: tuple[int, ...]) -> str:
+    """A better hint than "check the data" when the batch is empty."""
+    empty = [i for i, a in enumerate(args) if i not in static and isinstance(a, Tensor) and a.ndim and a.shape[0] == 0]
+    return (f"Argument(s) {empty} are empty batches: a mean over no samples is NaN. Skip empty batches."
+            if empty else "")

@@ -69,13 +69,16 @@ def l2(weight: float, center: Tensor | None = None) -> Regularizer:
 def total_variation(weight: float, *, eps: float = 1e-3) -> Regularizer:
     """Smoothed isotropic total variation of images ``[B, ..., H, W]`` per sample.
 
-    ``weight * sum sqrt(dx^2 + dy^2 + eps^2)`` over pixels (forward differences; ``eps``
+    ``weight * sum sqrt(dx^2 + dy^2 + eps^2)`` over pixels (forward differences; ``eps > 0``
     keeps the derivative finite on flat regions, Charbonnier's smoothing).
 
     Example:
-      >>> total_variation(1.0, eps=0.0)(torch.tensor([[[0.0, 1.0], [0.0, 1.0]]]))
+      >>> total_variation(1.0, eps=1e-8)(torch.tensor([[[0.0, 1.0], [0.0, 1.0]]]))
       tensor([1.])
     """
+    _checks.check_number("total_variation", "weight", weight)
+    _checks.check_number("total_variation", "eps", eps, strict=True)
+
     def tv(x: Tensor) -> Tensor:
         if x.ndim < 3:
             raise ValueError(f"total_variation: expects images [B, ..., H, W], got shape {list(x.shape)}.")
