@@ -68,3 +68,31 @@ def test_bad_arguments():
         check_grads(lambda x: x, (torch.ones(2),), order=3)
     with pytest.raises(ValueError, match="no floating-point tensor"):
         check_grads(lambda x: x, (torch.ones(2, dtype=torch.int64),))
+
+
+def test_float32_catches_a_backward_one_and_a_half_percent_wrong():
+    class OffByOneAndAHalf(torch.autograd.Function):
+        @staticmethod
+        def forward(x):
+            return x.sin()
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(*inputs)
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * x.cos() * 1.015
+
+    x = torch.randn(8)
+    check_grads(lambda x: x.sin().sum(), (x,), order=2, modes=("fwd", "rev"))  # the right one passes
+    with pytest.raises(AssertionError, match="rev-mode derivative"):
+        check_grads(lambda x: OffByOneAndAHalf.apply(x).sum(), (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_right_derivative_at_a_large_scale_passes(dtype):
+    x = 1e6 + torch.randn(6, dtype=dtype)
+    check_grads(lambda x: x.sin(), (x,), modes=("fwd", "rev"))
+    check_grads(lambda x: (x * 1e-3) ** 2, (x,), order=2)
