@@ -59,11 +59,12 @@ def contender(name: str, D: int, dtype: torch.dtype, B: int, kind: str, num_samp
 def _memory(name: str, D: int, dtype: str, B: int) -> float:
     """Peak RSS (MiB) of a fresh process that runs the step twice, minus its idle RSS."""
     code = (f"import sys, resource, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); import operators as o; "
-            "torch.set_num_threads(1); base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-            f"fn = o.contender({name!r}, {D}, torch.{dtype}, {B}, 'step'); fn(); fn(); "
-            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)")
+            f"torch.set_num_threads(1); fn = o.contender({name!r}, {D}, torch.{dtype}, {B}, 'step'); "
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; fn(); fn(); "
+            "print('PEAK', (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
-    return float(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else float("nan")
+    peaks = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("PEAK")]
+    return float(peaks[-1]) if out.returncode == 0 and peaks else float("nan")
 
 
 def folx_step(D: int, B: int, dtype: str, kind: str):
@@ -97,11 +98,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-only", action="store_true", help="re-measure memory into an existing JSON")
     parser.add_argument("--out", default=None)
     a = parser.parse_args(argv)
     torch.set_num_threads(1)
     dims = (8, 16) if a.quick else (8, 64, 256)
-    rows = []
+    rows: list[dict] = []
+    out = Path(a.out) if a.out else (Path(tempfile.gettempdir()) if a.quick else Path(__file__).parent / "results")
+    if a.memory_only:
+        rows = json.loads((out / "operators-cpu.json").read_text())["rows"]
+        return _finish(a, rows, out, memory=True)
 
     def record(name, D, dtype, B, kind, fn, repeats):
         r = {"method": name, "D": D, "dtype": dtype, "B": B, "kind": kind,
@@ -126,12 +132,16 @@ def main(argv: list[str] | None = None) -> dict:
     for name in ("forward", "stde", "hutchinson", "forward compiled", "stde compiled"):
         record(name, D_hi, "float32", 64 if a.quick else 128, "step",
                contender(name, D_hi, torch.float32, 64 if a.quick else 128, "step"), 2 if a.quick else 3)
-    if not a.no_memory and not a.quick:
+    return _finish(a, rows, out, memory=not a.no_memory and not a.quick)
+
+
+def _finish(a: argparse.Namespace, rows: list[dict], out: Path, memory: bool) -> dict:
+    if memory:
         for r in rows:
             if r["kind"] == "step" and r["D"] == 256 and r["method"] in ("hessian", "forward", "forward compiled"):
                 r["peak_rss_mib"] = _memory(r["method"], r["D"], r["dtype"], r["B"])
+                print(f"peak RSS of {r['method']} D={r['D']} {r['dtype']}: {r['peak_rss_mib']:.0f} MiB", flush=True)
     result = {"torch": torch.__version__, "threads": 1, "quick": a.quick, "rows": rows, "targets": grade(rows)}
-    out = Path(a.out) if a.out else (Path(tempfile.gettempdir()) if a.quick else Path(__file__).parent / "results")
     out.mkdir(parents=True, exist_ok=True)
     (out / "operators-cpu.json").write_text(json.dumps(result, indent=2))
     (out / "operators-cpu.md").write_text(markdown(result))
