@@ -6,21 +6,27 @@ import torch
 from functional_grads.testing import check_grads
 
 
-class _WrongBackward(torch.autograd.Function):
-    """sin with a backward that is off by 1%: a bug check_grads must catch."""
+def _sin_with_backward_off_by(factor):
+    """sin whose backward is ``factor`` times the right one: a bug check_grads must catch."""
 
-    @staticmethod
-    def forward(x):
-        return x.sin()
+    class WrongBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(x):
+            return x.sin()
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(*inputs)
 
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * x.cos() * 1.01
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * x.cos() * factor
+
+    return WrongBackward
+
+
+_WrongBackward = _sin_with_backward_off_by(1.01)
 
 
 class _WrongSecondOrder(torch.autograd.Function):
@@ -71,20 +77,7 @@ def test_bad_arguments():
 
 
 def test_float32_catches_a_backward_one_and_a_half_percent_wrong():
-    class OffByOneAndAHalf(torch.autograd.Function):
-        @staticmethod
-        def forward(x):
-            return x.sin()
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            ctx.save_for_backward(*inputs)
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            return g * x.cos() * 1.015
-
+    OffByOneAndAHalf = _sin_with_backward_off_by(1.015)
     x = torch.randn(8)
     check_grads(lambda x: x.sin().sum(), (x,), order=2, modes=("fwd", "rev"))  # the right one passes
     with pytest.raises(AssertionError, match="rev-mode derivative"):
