@@ -21,7 +21,7 @@ def step_for(w) -> Callable[[], Any] | None:
     if w.name == "cnn_gp":
         return None
     layers = [m for m in w.model if hasattr(m, "weight")]
-    act = {"ReLU": jax.nn.relu, "Tanh": jnp.tanh}[type(w.model[1]).__name__]
+    act = {"ReLU": jax.nn.relu, "Tanh": jnp.tanh}[type(w.model[1]).__name__] if len(w.model) > 1 else None
     params = [(jnp.asarray(l.weight.detach().cpu().numpy()), jnp.asarray(l.bias.detach().cpu().numpy())) for l in layers]
     batch = [jnp.asarray(t.detach().cpu().numpy()) for t in w.batch]
 
@@ -37,7 +37,7 @@ def step_for(w) -> Callable[[], Any] | None:
         fn = jax.jit(jax.vmap(jax.jacrev(f, argnums=1), in_axes=(None, 0)))
     else:
         def loss(p, *b):
-            if w.name == "seed002":
+            if w.name in ("seed002", "overhead"):
                 X, S = b
                 return jnp.mean((jax.vmap(jax.grad(scalar, argnums=1), in_axes=(None, 0))(p, X) - S) ** 2)
             if w.name == "value_fit":

@@ -155,7 +155,21 @@ def make(name: str, quick: bool, device: str, dtype=torch.float32) -> Workload:
         return Workload(name, f"per-sample input Jacobian, MLP 16-64-64-16 tanh, B={B}", model, (X,), None, seed,
                         jacobian_only=True)
 
+    if name == "overhead":
+        # A near-empty gradient-of-gradient step (one 1x4 linear layer, 8 samples): what is
+        # left is each contender's per-call overhead (guards, wrappers, dispatch).
+        model = mlp([4, 1], nn.Tanh).to(device, dtype)
+        X, S = rand(8, 4), rand(8, 4)
+        f, _ = fg.functionalize(model)
+
+        def seed_loss():
+            _, gx = _input_grad_autograd(model, X)
+            return ((gx - S) ** 2).mean()
+
+        return Workload(name, "per-call overhead: gradient matching through one 4->1 linear layer, N=8", model,
+                        (X, S), fg.losses.gradient_matching(f), _seed_step(model, seed_loss))
+
     raise ValueError(f"unknown workload {name!r}")
 
 
-NAMES = ("seed002", "sobolev", "cnn_gp", "jacobian", "value_fit")
+NAMES = ("seed002", "sobolev", "cnn_gp", "jacobian", "value_fit", "overhead")
