@@ -17,7 +17,7 @@ import score_matching  # noqa: E402
 import input_gradient_regularizers  # noqa: E402
 
 
-def test_seed001_penalties_train_the_weights_unlike_the_seeds():
+def test_input_gradient_regularizers_train_the_weights_unlike_the_seeds():
     r = input_gradient_regularizers.main(["--steps", "150"])
     for name in ("1 gradient-norm penalty", "2 gradient-direction matching"):
         assert r[f"{name} seed change"] == 0.0 and r[f"{name} our change"] > 1e-3
