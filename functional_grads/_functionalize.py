@@ -8,6 +8,7 @@ import optree
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.nn.modules import module as _nn_module
 
 from ._checks import fmt
 from ._context import check_module, is_one_sample
@@ -112,14 +113,18 @@ class FunctionalModule:
         matched by exact type and without hooks (a custom ``forward`` or a hook might mix
         samples, so it never does).
         """
-        if _global_hooks():
-            return False
-        return all(
+        return self.hook_free() and all(
             (type(m) is nn.Sequential or type(m) in _PER_SAMPLE_LAYERS)
             and not (type(m) is nn.Dropout and m.training and m.p > 0)
-            and not (m._forward_hooks or m._forward_pre_hooks)
             for m in self.module.modules()
         )
+
+    def hook_free(self) -> bool:
+        """True when no forward hook, on a submodule or global, can change the module's
+        forward: the condition for any path that computes it without calling it."""
+        if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
+            return False
+        return not any(s._forward_hooks or s._forward_pre_hooks for s in self.module.modules())
 
     def check_params(self, params: ParamsDict) -> None:
         """Raise unless ``params`` has exactly the module's parameter names and shapes."""
@@ -166,9 +171,3 @@ def match_tensor(api: str, name: str, got: Any, ref: torch.Tensor) -> None:
                 f"{getattr(ref, attr)}. If the module was converted (.to(), .double()) after "
                 "functionalize, call functionalize again and convert the params the same way."
             )
-
-
-def _global_hooks() -> bool:
-    from torch.nn.modules import module as m
-
-    return bool(m._global_forward_hooks or m._global_forward_pre_hooks)

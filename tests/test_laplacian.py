@@ -173,3 +173,16 @@ def test_bad_options():
         fg.laplacian(f, dims=[0, 1], weights=torch.eye(3, dtype=torch.float64))(params, X)
     with pytest.raises(ValueError, match="num_samples must be a positive int"):
         fg.laplacian(f, method="stde", num_samples=0)
+
+
+def test_a_global_forward_hook_turns_the_fast_path_off():
+    # the forward Laplacian never calls the module, so any hook must send f to the
+    # generic path, which does, and gives the hooked model's Laplacian.
+    f, params = fg.functionalize(mlp(3, 6, 2))
+    X = torch.randn(4, 3, dtype=torch.float64)
+    handle = nn.modules.module.register_module_forward_hook(lambda m, a, out: out * 2 if isinstance(m, nn.Tanh) else out)
+    try:
+        assert_close(fg.laplacian(f)(params, X), _hessian_op(f, params, X))
+        assert not torch.allclose(fg.laplacian(f)(params, X), fg.laplacian(f, method="hessian")(params, X) / 2)
+    finally:
+        handle.remove()

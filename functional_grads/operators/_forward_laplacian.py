@@ -72,12 +72,9 @@ def supports(f: Any, X: Tensor, argnums: int) -> bool:
     if not (isinstance(f, FunctionalModule) and argnums == 1 and X.ndim == 2):
         return False
     module = f.module
-    if type(module) is not nn.Sequential or module._forward_hooks or module._forward_pre_hooks:
-        return False
-    return all(
-        (type(m) is nn.Linear or type(m) is nn.Identity or type(m) in _ACTIVATIONS
-         or (type(m) is nn.GELU and m.approximate == "none"))
-        and not (m._forward_hooks or m._forward_pre_hooks)
+    return type(module) is nn.Sequential and f.hook_free() and all(
+        type(m) is nn.Linear or type(m) is nn.Identity or type(m) in _ACTIVATIONS
+        or (type(m) is nn.GELU and m.approximate == "none")
         for m in module
     )
 
