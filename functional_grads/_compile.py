@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import torch
 
+from . import _guards
 from ._typing import CompileOption
 
 logger = logging.getLogger("functional_grads")
@@ -34,25 +35,35 @@ def compile_or_eager(
     """Compile ``fn`` with ``torch.compile(fullgraph=True)``; on failure warn once and run eager.
 
     ``options`` is True (inductor, default settings) or a dict of ``torch.compile`` keyword
-    arguments (e.g. ``{"backend": "aot_eager"}``), which override the defaults. Tensor
-    arguments not listed in ``static`` are batches: their leading dimension is dynamic.
-    Compilation is logged on the ``functional_grads`` logger (INFO), with its duration.
+    arguments (e.g. ``{"backend": "aot_eager"}``), which override the defaults, plus
+    ``"guards"``: ``"fast"`` (default, NOTE [narrow guards]) or ``"all"`` (every dynamo
+    guard). Tensor arguments not listed in ``static`` are batches: their leading dimension
+    is dynamic. Compilation is logged on the ``functional_grads`` logger (INFO), with its
+    duration.
     """
     kwargs = {"fullgraph": True, **(options if isinstance(options, dict) else {})}
-    compiled = torch.compile(_fresh_code(fn), **kwargs)
+    guards = kwargs.pop("guards", "fast")
+    if guards not in ("fast", "all"):
+        raise ValueError(f"{api}: compile['guards'] must be 'fast' or 'all', got {guards!r}.")
+    roots = _narrow(kwargs, fn) if guards == "fast" else None
+    graphs: dict[Any, Callable[..., Any]] = {}
     eager = False
-    calls = 0
 
     def run(*args: Any) -> Any:
-        nonlocal eager, calls
-        if eager:
+        nonlocal eager
+        # torch.compile cannot run inside a torch.func transform (e.g. a user's vmap of the step).
+        if eager or torch._C._functorch.peek_interpreter_stack() is not None:
             return fn(*args)
         _mark_batch_dynamic(args, static)
-        calls += 1
-        graphs = _graph_count()
-        if calls == 1:
+        key = None if roots is None else _guards.module_state(roots)
+        compiled = graphs.get(key)
+        first = compiled is None
+        if compiled is None:
             logger.info("%s: compiling the step with torch.compile (the first call can take "
-                        "10-60 s on a loaded CPU; later calls reuse the graph)", api)
+                        "10-60 s on a loaded CPU; later calls reuse the graph)%s", api,
+                        ", for a new module state" if graphs else "")
+            compiled = graphs[key] = torch.compile(_fresh_code(fn), **_with_filter(kwargs, fn, roots is not None))
+        count = _graph_count()
         start = time.perf_counter()
         try:
             out = compiled(*args)
@@ -69,12 +80,33 @@ def compile_or_eager(
                 stacklevel=3,
             )
             return out
-        if calls == 1 or _graph_count() != graphs:
-            logger.info("%s: %s in %.2f s", api, "compiled" if calls == 1 else "recompiled for new input shapes",
+        if first or _graph_count() != count:
+            logger.info("%s: %s in %.2f s", api, "compiled" if first else "recompiled for new input shapes",
                         time.perf_counter() - start)
         return out
 
     return run
+
+
+def _narrow(kwargs: dict[str, Any], fn: Callable[..., Any]) -> list[Any] | None:
+    """The modules whose state replaces dynamo's dropped guards (NOTE [narrow guards]), or
+    None where guards cannot be narrowed: an old torch, a non-inductor ``mode``, a user's
+    own ``guard_filter_fn``, or a step that reaches too much to walk. Moves an inductor
+    ``mode`` into ``options`` (torch.compile takes one or the other)."""
+    if not _guards.supported() or "guard_filter_fn" in (kwargs.get("options") or {}):
+        return None
+    if "mode" in kwargs:
+        if kwargs.get("backend", "inductor") != "inductor" or "options" in kwargs:
+            return None
+        kwargs["options"] = dict(torch._inductor.list_mode_options(kwargs.pop("mode")))
+    return _guards.reachable_modules(fn)
+
+
+def _with_filter(kwargs: dict[str, Any], fn: Callable[..., Any], narrow: bool) -> dict[str, Any]:
+    if not narrow:
+        return kwargs
+    # torch.compile pops guard_filter_fn from options: give it a fresh dict every time.
+    return {**kwargs, "options": {**(kwargs.get("options") or {}), "guard_filter_fn": _guards.guard_filter(fn)}}
 
 
 def _graph_count() -> int:

@@ -3,6 +3,7 @@ checks on its results. Used by ``value_and_grad``, ``make_step`` and data-parall
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any, Callable
@@ -78,23 +79,22 @@ def _autograd_step(loss: Callable[..., Any], args: tuple[Any, ...], positions: t
 
 
 def flags(value: Tensor, grads: Any, *others: Any) -> Tensor:
-    """``[2]`` bool: (value and every leaf of ``grads`` and ``others`` finite, some gradient nonzero).
+    """``[3]``: the loss, the largest ``|gradient|`` and the largest ``|x|`` over ``others``.
 
-    A few fused kernels and no host sync: the check itself happens in :func:`check_result`.
+    Max-abs cannot overflow (unlike a norm) and is NaN or Inf exactly when a leaf holds one,
+    so these three numbers decide :func:`check_result` on the host after one small copy.
+    One fused kernel under compile, three ops eagerly.
     """
-    leaves = [t for t in optree.tree_leaves(grads) if isinstance(t, Tensor) and t.numel()]
-    more = [t for t in optree.tree_leaves(others) if isinstance(t, Tensor) and t.numel() and t.is_floating_point()]  # type: ignore[var-annotated,arg-type]
-    finite = torch.isfinite(value).all()
-    nonzero = finite
-    if leaves:
-        # The max-abs norm of each leaf, in one fused launch: NaN or Inf for a leaf holding
-        # either (it cannot overflow, unlike the 2-norm), 0 only for an all-zero leaf.
-        peaks = torch.stack(torch._foreach_norm(leaves, math.inf))
-        finite = finite & torch.isfinite(peaks).all()
-        nonzero = (peaks > 0).any()
-    if more:
-        finite = finite & torch.isfinite(torch.stack(torch._foreach_norm(more, math.inf))).all()
-    return torch.stack([finite, nonzero])
+    value = value.detach()
+    parts = [value, _peak(optree.tree_leaves(grads), value), _peak(optree.tree_leaves(others), value)]  # type: ignore[arg-type]
+    dtype = functools.reduce(torch.promote_types, [t.dtype for t in parts])
+    return torch.stack([t.to(dtype) for t in parts])
+
+
+def _peak(leaves: list[Any], like: Tensor) -> Tensor:
+    """The largest ``|x|`` over the floating-point leaves (1 if there are none)."""
+    tensors = [t.detach().reshape(-1) for t in leaves if isinstance(t, Tensor) and t.is_floating_point()]
+    return torch.cat(tensors).abs().amax() if tensors else like.new_ones(())
 
 
 def check_result(api: str, value: Tensor, grads: Any, flags: Tensor, hint: str = "", **trees: Any) -> None:
@@ -102,16 +102,16 @@ def check_result(api: str, value: Tensor, grads: Any, flags: Tensor, hint: str =
 
     ``flags`` comes from :func:`flags`; ``trees`` are the other results it covered, by name.
     """
-    finite, nonzero = flags.tolist()
-    if not finite:
-        bad, other = non_finite_leaves({"grads": grads}), non_finite_leaves(trees)
+    loss, peak, other = flags.tolist()
+    if not (math.isfinite(loss) and math.isfinite(peak) and math.isfinite(other)):
+        bad, more = non_finite_leaves({"grads": grads}), non_finite_leaves(trees)
         raise FloatingPointError(
             f"{api}: non-finite result: loss = {value.item()}, gradient leaves with NaN/Inf: {bad}"
-            + (f", results with NaN/Inf: {other}" if other else "") + ". "
+            + (f", results with NaN/Inf: {more}" if more else "") + ". "
             + (hint or "Check the data for NaN/Inf, lower the learning rate, or look for a "
                "norm/sqrt/log evaluated at 0 inside the loss.")
         )
-    if not nonzero:
+    if peak == 0:
         warnings.warn(
             f"{api}: the gradient is exactly zero for every parameter, so training would not "
             "change them. Either the loss has no gradient path to the params (a detached "

@@ -123,3 +123,123 @@ def test_each_compiled_loss_has_its_own_cache():
         step = fg.value_and_grad(lambda p, x, i=i: (f(p, x) * (i + 1)).sum(), compile={"backend": counting_backend})
         torch.testing.assert_close(step(params, X)[0], (f(params, X) * (i + 1)).sum())
     assert len(graphs) == 10
+
+
+class _Mode(torch.nn.Module):
+    """Scales by ``scale`` in training mode only: a graph that depends on module state."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = 2.0
+
+    def forward(self, x):
+        return x * self.scale if self.training else x
+
+
+def _state_dependent_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Tanh(), _Mode(), torch.nn.Linear(6, 1)).double()
+
+
+def _assert_steps_agree(compiled, eager, *args):
+    torch.testing.assert_close(compiled(*args), eager(*args), rtol=1e-12, atol=1e-12)
+
+
+def test_narrow_guards_follow_module_state_params_and_hooks():
+    # NOTE [narrow guards]: dynamo's guards on modules are dropped; our own module-state key
+    # must catch every change that would give a different graph.
+    model = _state_dependent_model()
+    f, params = fg.functionalize(model)
+    loss = fg.losses.gradient_matching(f)
+    compiled, eager = fg.value_and_grad(loss, compile=True), fg.value_and_grad(loss)
+    X, S = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fg.CompileFallbackWarning)
+        _assert_steps_agree(compiled, eager, params, X, S)
+        model.eval()
+        _assert_steps_agree(compiled, eager, params, X, S)
+        model[2].scale = 3.0
+        model.train()
+        _assert_steps_agree(compiled, eager, params, X, S)
+        new_params = {k: torch.randn_like(v) for k, v in params.items()}
+        _assert_steps_agree(compiled, eager, new_params, X, S)
+        handle = model[1].register_forward_hook(lambda m, i, out: out + 1.0)
+        _assert_steps_agree(compiled, eager, params, X, S)
+        handle.remove()
+        model[1] = torch.nn.Softplus()
+        _assert_steps_agree(compiled, eager, params, X, S)
+
+
+def test_narrow_guards_follow_a_module_the_loss_calls_directly():
+    # A frozen module used inside the loss (not through functionalize) is found too.
+    encoder = _state_dependent_model()[:3]
+    f, params = fg.functionalize(torch.nn.Linear(6, 1).double())
+    loss = lambda p, X: f(p, encoder(X)).pow(2).mean()  # noqa: E731
+    opt = fg.optim.sgd(0.1)
+    step, ref = fg.make_step(loss, opt, compile=True), fg.make_step(loss, opt)
+    X, state = torch.randn(5, 2, dtype=torch.float64), opt.init(params)
+    for mode in (True, False, True):
+        encoder.train(mode)
+        torch.testing.assert_close(step(params, state, X), ref(params, state, X), rtol=1e-12, atol=1e-12)
+
+
+def test_flipping_module_state_back_reuses_the_compiled_graph():
+    model = _state_dependent_model()
+    f, params = fg.functionalize(model)
+    step = fg.value_and_grad(fg.losses.gradient_matching(f), compile=True)
+    X, S = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    counters = torch._dynamo.utils.counters
+    before = counters["stats"]["unique_graphs"]
+    for mode in (True, False, True, False):
+        model.train(mode)
+        step(params, X, S)
+    assert counters["stats"]["unique_graphs"] - before == 2
+
+
+def test_guard_filter_keeps_arguments_tensors_and_global_state_only():
+    from types import SimpleNamespace as Entry
+    from functional_grads._guards import guard_filter
+
+    def step(params, *batch):
+        return params, batch
+
+    keep = guard_filter(step)
+    entries = {
+        ("DICT_KEYS_MATCH", "params", False): True,
+        ("TYPE_MATCH", "type(batch[0])", False): True,
+        ("TENSOR_MATCH", "loss.__closure__[0].cell_contents._buffers['mean']", False): True,
+        ("SHAPE_ENV", "", False): True,
+        ("GRAD_MODE", "", False): True,
+        ("ID_MATCH", "loss.__closure__[0].cell_contents", False): False,
+        ("CONSTANT_MATCH", "G['lam']", True): False,
+        ("TYPE_MATCH", "G['params']", True): False,
+    }
+    got = keep([Entry(guard_type=t, name=n, is_global=g) for t, n, g in entries])
+    assert got == list(entries.values())
+
+
+def test_guards_option():
+    f, params = fg.functionalize(mlp(2, 4, 1))
+    X, S = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+    loss = fg.losses.gradient_matching(f)
+    all_guards = fg.value_and_grad(loss, compile={"guards": "all"})
+    torch.testing.assert_close(all_guards(params, X, S), fg.value_and_grad(loss)(params, X, S))
+    with pytest.raises(ValueError, match=r"compile\['guards'\] must be 'fast' or 'all'"):
+        fg.value_and_grad(loss, compile={"guards": "none"})(params, X, S)
+
+
+def test_a_compiled_step_under_a_users_vmap_runs_eagerly_and_stays_compiled_outside():
+    f, params = fg.functionalize(mlp(2, 4, 1))
+    loss = lambda p, X, S: ((fg.input_grad(f)(p, X) - S) ** 2).mean()  # noqa: E731
+    X, S = torch.randn(3, 5, 2, dtype=torch.float64), torch.randn(3, 5, 2, dtype=torch.float64)
+    step = fg.value_and_grad(loss, compile=True, check=False)
+    ref = torch.func.vmap(fg.value_and_grad(loss, check=False), in_dims=(None, 0, 0))(params, X, S)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fg.CompileFallbackWarning)
+        out = torch.func.vmap(step, in_dims=(None, 0, 0))(params, X, S)
+        counters = torch._dynamo.utils.counters
+        before = counters["stats"]["unique_graphs"]
+        top = step(params, X[0], S[0])
+    assert counters["stats"]["unique_graphs"] - before == 1
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(top[0], ref[0][0])

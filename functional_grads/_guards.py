@@ -1,0 +1,132 @@
+"""Cheaper guards for compiled steps: dynamo keeps its guards on the arguments, tensors and
+global state; the state of every ``nn.Module`` the step can reach is checked here instead.
+
+NOTE [narrow guards]: before each call of a compiled function, dynamo evaluates a few
+hundred guards (on small steps, 80-100 us, more than the step): the identity of every
+function, closure cell, module and global the trace went through, and every attribute of
+every ``nn.Module``. Our steps are pure functions of their arguments, so most of them can
+never fail. We keep dynamo's guards on the arguments (structure, Python values, tensor
+metadata), on every tensor read from elsewhere (buffers, captured constants), on symbolic
+shapes and on global state (grad mode, autocast); we drop the rest and
+check, per call and in Python, what could still change the graph: the ``nn.Module``s that
+the step reaches (through closures, defaults, referenced globals or ``FunctionalModule``).
+Their submodules' identity, ``training`` flags, hooks and plain Python attributes form a
+key; a new key gets its own compiled graph (flipping back reuses the old one). Compiled
+steps are only called outside torch.func transforms, so the transform stack needs no guard
+(inside one, the step runs eagerly: torch.compile cannot run there). What is not
+checked, as under ``jax.jit``: Python values the loss reads from closures or globals other
+than module attributes are constants of the compiled step.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import types
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from torch.nn.modules import module as _nn_module
+
+# Guards that do not name an object: tensor metadata, symbolic shapes, global state.
+_KEPT_TYPES = frozenset({
+    "TENSOR_MATCH", "SHAPE_ENV", "GLOBAL_STATE", "GRAD_MODE", "TORCH_FUNCTION_STATE", "DEFAULT_DEVICE",
+    "DETERMINISTIC_ALGORITHMS", "AUTOGRAD_SAVED_TENSORS_HOOKS", "DUAL_LEVEL",
+})
+_ROOT = re.compile(r"[A-Za-z_]\w*(?!\w|\s*\()")
+_PLAIN = frozenset({bool, int, float, str, type(None)})
+_WALK_LIMIT = 20_000
+
+
+def supported() -> bool:
+    """True on torch versions whose ``torch.compile`` takes a ``guard_filter_fn``."""
+    return hasattr(torch.compiler, "keep_tensor_guards_unsafe")
+
+
+def guard_filter(fn: Callable[..., Any]) -> Callable[[Sequence[Any]], list[bool]]:
+    """A ``guard_filter_fn`` for ``torch.compile(fn)``: keep the guards on ``fn``'s arguments,
+    on tensors and on global state (NOTE [narrow guards])."""
+    code = fn.__code__
+    count = code.co_argcount + code.co_kwonlyargcount + bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)
+    arguments = frozenset(code.co_varnames[:count])
+
+    def keep(entries: Sequence[Any]) -> list[bool]:
+        out = []
+        for e in entries:
+            root = _ROOT.search(e.name)
+            out.append(e.guard_type in _KEPT_TYPES
+                       or (not e.is_global and root is not None and root.group() in arguments))
+        return out
+
+    return keep
+
+
+def reachable_modules(fn: Callable[..., Any]) -> list[nn.Module] | None:
+    """The ``nn.Module``s ``fn`` can reach: through closures, defaults, ``functools.partial``,
+    bound methods, containers, object attributes, ``FunctionalModule`` and the globals its
+    code (and that of functions it reaches) names. Torch's own globals are not walked.
+    None if there is too much to walk (then dynamo's guards are kept)."""
+    found: dict[int, nn.Module] = {}
+    seen: set[int] = set()
+    stack: list[Any] = [fn]
+    while stack and len(seen) < _WALK_LIMIT:
+        obj = stack.pop()
+        if id(obj) in seen or type(obj) in _PLAIN or isinstance(obj, (types.ModuleType, type, torch.Tensor)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, nn.Module):
+            found.setdefault(id(obj), obj)
+        elif isinstance(obj, types.FunctionType):
+            stack += [c.cell_contents for c in obj.__closure__ or () if _filled(c)]
+            stack += list(obj.__defaults__ or ()) + list((obj.__kwdefaults__ or {}).values())
+            if not (obj.__module__ or "").startswith("torch"):
+                stack += [obj.__globals__[n] for n in _names(obj.__code__) if n in obj.__globals__]
+        elif isinstance(obj, types.MethodType):
+            stack += [obj.__self__, obj.__func__]
+        elif isinstance(obj, functools.partial):
+            stack += [obj.func, *obj.args, *obj.keywords.values()]
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack += list(obj)
+        elif isinstance(obj, dict):
+            stack += list(obj.values())
+        elif hasattr(obj, "__dict__"):
+            stack += list(vars(obj).values())
+    return None if stack else list(found.values())
+
+
+def module_state(roots: list[nn.Module]) -> tuple[Any, ...]:
+    """A key that changes when anything dynamo stopped guarding in ``roots`` changes: the
+    submodules, their ``training`` flags, hooks and plain attributes, and global hooks."""
+    key: list[Any] = [len(_nn_module._global_forward_hooks), len(_nn_module._global_forward_pre_hooks),
+                      len(_nn_module._global_backward_hooks)]
+    for root in roots:
+        _add_state(root, key)
+    return tuple(key)
+
+
+def _add_state(m: nn.Module, key: list[Any]) -> None:
+    d = m.__dict__
+    key.append(id(m))
+    key.append(len(d["_forward_hooks"]) + len(d["_forward_pre_hooks"]) + len(d["_backward_hooks"])
+               + len(d["_backward_pre_hooks"]))
+    key.extend(v for v in d.values() if type(v) in _PLAIN)  # training, sizes, p, eps, ...
+    for child in d["_modules"].values():
+        if child is not None:
+            _add_state(child, key)
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # an empty cell
+        return False
+    return True
+
+
+def _names(code: types.CodeType) -> list[str]:
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names += _names(const)
+    return names
