@@ -83,18 +83,23 @@ def flags(value: Tensor, grads: Any, *others: Any) -> Tensor:
 
     Max-abs cannot overflow (unlike a norm) and is NaN or Inf exactly when a leaf holds one,
     so these three numbers decide :func:`check_result` on the host after one small copy.
-    One fused kernel under compile, three ops eagerly.
+    One fused kernel under compile, a few ops eagerly.
     """
     value = value.detach()
     parts = [value, _peak(optree.tree_leaves(grads), value), _peak(optree.tree_leaves(others), value)]  # type: ignore[arg-type]
     dtype = functools.reduce(torch.promote_types, [t.dtype for t in parts])
-    return torch.stack([t.to(dtype) for t in parts])
+    return torch.stack([t if t.dtype == dtype else t.to(dtype) for t in parts])
 
 
 def _peak(leaves: list[Any], like: Tensor) -> Tensor:
-    """The largest ``|x|`` over the floating-point leaves (1 if there are none)."""
-    tensors = [t.detach().reshape(-1) for t in leaves if isinstance(t, Tensor) and t.is_floating_point()]
-    return torch.cat(tensors).abs().amax() if tensors else like.new_ones(())
+    """The largest ``|x|`` over the floating-point leaves (1 if there are none): exact, so
+    the same number whichever way it is computed."""
+    tensors = [t.detach() for t in leaves if isinstance(t, Tensor) and t.is_floating_point() and t.numel()]
+    if not tensors:
+        return like.new_ones(())
+    if torch.compiler.is_compiling():  # fuses into one reduction
+        return torch.cat([t.reshape(-1) for t in tensors]).abs().amax()
+    return torch.stack(torch._foreach_norm(tensors, math.inf)).amax()  # one launch eagerly
 
 
 def check_result(api: str, value: Tensor, grads: Any, flags: Tensor, hint: str = "", **trees: Any) -> None:
