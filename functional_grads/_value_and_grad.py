@@ -36,7 +36,11 @@ def value_and_grad(
       compile: if True (or a dict of ``torch.compile`` options), the whole step, input
         derivatives and outer gradient together, is one ``torch.compile(fullgraph=True)``
         function. If compilation fails, it warns once (``CompileFallbackWarning``) and
-        runs eagerly. Default False, as everywhere in this library.
+        runs eagerly. Default False, as everywhere in this library. Python values the
+        loss reads from closures or globals (other than ``nn.Module`` state, which is
+        checked) are constants of the compiled step, as under ``jax.jit``; the dict
+        option ``"guards": "all"`` keeps every dynamo guard instead (README, "What a
+        compiled step checks per call").
       check: if True (default), raise ``FloatingPointError`` when the loss or a gradient
         holds NaN/Inf, and warn when every gradient is exactly zero (no gradient path).
         Costs one device sync per call. False computes no flags at all, so the function

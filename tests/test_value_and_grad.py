@@ -77,3 +77,18 @@ def test_a_nan_or_inf_in_the_gradient_alone_is_reported():
     params = {"w": torch.tensor([0.0, 1.0], dtype=torch.float64), "ok": torch.ones(1, dtype=torch.float64)}
     with pytest.raises(FloatingPointError, match=r"loss = 1.0, gradient leaves with NaN/Inf: .*grads\['w'\]"):
         fg.value_and_grad(lambda p, x: loss(p, x) + 0 * p["ok"].sum())(params, torch.ones(2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_result_check_is_the_same_eager_and_compiled(compile):
+    # Max-abs flags: an Inf in the gradient alone is caught, huge finite float32 gradients
+    # (whose squared norm would overflow) are not, and all-zero gradients warn.
+    step = fg.value_and_grad(lambda p, x: (p["w"].abs().sqrt() * x).sum(), compile=compile)
+    with pytest.raises(FloatingPointError, match=r"gradient leaves with NaN/Inf: \[\"grads\['w'\]\"\]"):
+        step({"w": torch.tensor([0.0, 1.0])}, torch.ones(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value, grads = step({"w": torch.ones(2)}, torch.full((2,), 1e30))
+    assert torch.isfinite(grads["w"]).all() and grads["w"].square().sum().isinf()
+    with pytest.warns(RuntimeWarning, match="exactly zero for every parameter"):
+        step({"w": torch.ones(2)}, torch.zeros(2))
