@@ -78,36 +78,43 @@ def _autograd_step(loss: Callable[..., Any], args: tuple[Any, ...], positions: t
     return value.detach(), aux, grads[0] if single else tuple(grads)
 
 
-def flags(value: Tensor, grads: Any, *others: Any) -> Tensor:
-    """``[3]``: the loss, the largest ``|gradient|`` and the largest ``|x|`` over ``others``.
+def flags(value: Tensor, grads: Any, *others: Any) -> Tensor | tuple[float, float, float]:
+    """The loss, the largest ``|gradient|`` and the largest ``|x|`` over ``others``.
 
     Max-abs cannot overflow (unlike a norm) and is NaN or Inf exactly when a leaf holds one,
-    so these three numbers decide :func:`check_result` on the host after one small copy.
-    One fused kernel under compile, a few ops eagerly.
+    so these three numbers decide :func:`check_result`. Under compile: a ``[3]`` tensor from
+    one fused reduction, copied to the host by ``check_result``. Eagerly: one
+    ``_foreach_norm`` launch and one copy, then floats (fewer ops than a fused formula).
     """
+    g = _floating(optree.tree_leaves(grads))  # type: ignore[arg-type]
+    o = _floating(optree.tree_leaves(others)) if others else []  # type: ignore[arg-type]
+    if not torch.compiler.is_compiling():
+        with torch.no_grad():
+            norms = torch.stack(torch._foreach_norm([value, *g, *o], math.inf)).tolist()
+        return norms[0], _largest(norms[1:1 + len(g)]), _largest(norms[1 + len(g):])
     value = value.detach()
-    parts = [value, _peak(optree.tree_leaves(grads), value), _peak(optree.tree_leaves(others), value)]  # type: ignore[arg-type]
+    one = value.new_ones(())
+    parts = [value] + [torch.cat([t.reshape(-1) for t in ts]).abs().amax() if ts else one for ts in (g, o)]
     dtype = functools.reduce(torch.promote_types, [t.dtype for t in parts])
     return torch.stack([t if t.dtype == dtype else t.to(dtype) for t in parts])
 
 
-def _peak(leaves: list[Any], like: Tensor) -> Tensor:
-    """The largest ``|x|`` over the floating-point leaves (1 if there are none): exact, so
-    the same number whichever way it is computed."""
-    tensors = [t.detach() for t in leaves if isinstance(t, Tensor) and t.is_floating_point() and t.numel()]
-    if not tensors:
-        return like.new_ones(())
-    if torch.compiler.is_compiling():  # fuses into one reduction
-        return torch.cat([t.reshape(-1) for t in tensors]).abs().amax()
-    return torch.stack(torch._foreach_norm(tensors, math.inf)).amax()  # one launch eagerly
+def _floating(leaves: list[Any]) -> list[Tensor]:
+    return [t for t in leaves if isinstance(t, Tensor) and t.is_floating_point() and t.numel()]
 
 
-def check_result(api: str, value: Tensor, grads: Any, flags: Tensor, hint: str = "", **trees: Any) -> None:
+def _largest(values: list[float]) -> float:
+    """``max(values)``, NaN if any is NaN or Inf (Python's max skips NaN by accident), 1 if empty."""
+    return max(values, default=1.0) if all(math.isfinite(v) for v in values) else math.nan
+
+
+def check_result(api: str, value: Tensor, grads: Any, flags: Tensor | tuple[float, float, float], hint: str = "",
+                 **trees: Any) -> None:
     """Raise on NaN/Inf, naming every non-finite leaf; warn on an all-zero gradient.
 
     ``flags`` comes from :func:`flags`; ``trees`` are the other results it covered, by name.
     """
-    loss, peak, other = flags.tolist()
+    loss, peak, other = flags.tolist() if isinstance(flags, Tensor) else flags
     if not (math.isfinite(loss) and math.isfinite(peak) and math.isfinite(other)):
         bad, more = non_finite_leaves({"grads": grads}), non_finite_leaves(trees)
         raise FloatingPointError(

@@ -71,3 +71,37 @@ def test_wrong_params_name_the_key():
         f(list(params.values()), X)
     with pytest.raises(TypeError, match="expected an nn.Module"):
         fg.functionalize(lambda x: x)
+
+
+def test_direct_forward_equals_functional_call():
+    # NOTE [direct forward]: an nn.Sequential of Linear and parameter-free layers is
+    # computed without functional_call; values and parameter gradients must not change.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Dropout(0.3), nn.Linear(5, 4, bias=False), nn.Softplus(),
+                          nn.Linear(4, 1)).double().eval()
+    f, params = fg.functionalize(model)
+    assert f._direct_layers() is not None
+    new = {k: torch.randn_like(v) for k, v in params.items()}
+    X = torch.randn(7, 3, dtype=torch.float64)
+    reference = lambda p, x: torch.func.functional_call(model, p, (x,))  # noqa: E731
+    torch.testing.assert_close(f(new, X), reference(new, X), rtol=0, atol=0)
+    loss = lambda g: lambda p, x: (fg.input_grad(g)(p, x) ** 2).sum() + g(p, x).sum()  # noqa: E731
+    ours, ref = fg.value_and_grad(loss(f))(new, X), fg.value_and_grad(loss(reference))(new, X)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    per_sample = torch.func.vmap(f, in_dims=(None, 0))(new, X)  # a batch of one per sample
+    torch.testing.assert_close(per_sample, reference(new, X), rtol=1e-12, atol=1e-12)
+
+
+def test_direct_forward_is_not_taken_where_the_module_might_differ():
+    class MyLinear(nn.Linear):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    assert fg.functionalize(nn.Sequential(MyLinear(2, 1)))[0]._direct_layers() is None
+    assert fg.functionalize(nn.Sequential(nn.Conv1d(1, 1, 1)))[0]._direct_layers() is None
+    hooked = nn.Sequential(nn.Linear(2, 1))
+    hooked[0].register_forward_hook(lambda m, i, o: o * 3)
+    f, params = fg.functionalize(hooked)
+    assert f._direct_layers() is None
+    X = torch.randn(4, 2)
+    torch.testing.assert_close(f(params, X), hooked(X))
