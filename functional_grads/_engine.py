@@ -108,6 +108,17 @@ def _largest(values: list[float]) -> float:
     return max(values, default=1.0) if all(math.isfinite(v) for v in values) else math.nan
 
 
+def refuse_transforms(api: str) -> None:
+    """Raise a clear error for ``check=True`` inside a torch.func transform, which cannot
+    copy results to the host (the raw error is "Batching rule not implemented")."""
+    if torch._C._functorch.maybe_current_level() is not None:
+        raise RuntimeError(
+            f"{api}: check=True inspects the results on the host, which is impossible inside "
+            "torch.func transforms (vmap, grad, jacrev). Build the function with check=False "
+            "to use it there."
+        )
+
+
 def check_result(api: str, value: Tensor, grads: Any, flags: Tensor | tuple[float, float, float], hint: str = "",
                  **trees: Any) -> None:
     """Raise on NaN/Inf, naming every non-finite leaf; warn on an all-zero gradient.

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ._compile import maybe_compile
-from ._engine import check_result, flags, grad_step
+from ._engine import check_result, flags, grad_step, refuse_transforms
 from ._functionalize import match_names, match_tensor
 from ._typing import CompileOption, LossFn, Params, PyTree
 from .optim._transforms import GradientTransformation, apply_updates
@@ -60,6 +60,8 @@ def make_step(
     run = maybe_compile(api, train_step, compile, (0, 1))
 
     def step(params: Params, state: PyTree, *batch: Any) -> tuple[Params, PyTree, torch.Tensor]:
+        if check:
+            refuse_transforms(api)
         new_params, state, value, grads, fl = run(params, state, *batch)
         if check:
             check_result(api, value, grads, fl, hint="Check the data and the optimizer's settings "

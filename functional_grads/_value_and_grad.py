@@ -7,7 +7,7 @@ from typing import Any, Callable, Literal, overload
 from torch import Tensor
 
 from ._compile import maybe_compile
-from ._engine import check_result, flags, grad_step
+from ._engine import check_result, flags, grad_step, refuse_transforms
 from ._typing import CompileOption, LossFn
 
 
@@ -67,6 +67,7 @@ def value_and_grad(
 
     def value_and_grad_fn(*args: Any) -> Any:
         if check:
+            refuse_transforms(api)
             value, aux, grads, fl = run(*args)
             check_result(api, value, grads, fl, hint=_empty_batch_hint(args, static))
         else:

@@ -153,6 +153,8 @@ CASES = [
     ("make_step NaN update", lambda: fg.make_step(gm, optim.sgd(1e300))(P, optim.sgd(1e300).init(P), X, 1e10 * X), _raises(FloatingPointError, r"params\['")),
     ("adam equals torch.optim", lambda: _adam_vs_torch(), ("value", lambda: 0.0)),
     ("NaN in the data", lambda: fg.value_and_grad(gm)(P, X * math.nan, X), _raises(FloatingPointError, "non-finite result")),
+    ("checked step under vmap", lambda: torch.func.vmap(fg.value_and_grad(gm), in_dims=(None, 0, 0))(P, X[:, None], X[:, None]), _raises(RuntimeError, "value_and_grad: check=True .* Build the function with check=False")),
+    ("checked make_step under vmap", lambda: torch.func.vmap(fg.make_step(gm, optim.sgd(0.1)), in_dims=(None, None, 0, 0))(P, optim.sgd(0.1).init(P), X[:, None], X[:, None]), _raises(RuntimeError, "make_step: check=True")),
     ("grad of gradient matching equals autograd", lambda: fg.grad(gm)(P, X, X)["0.weight"], ("value", lambda: _autograd_gm()["0.weight"])),
     # --- distributed without a process group ---
     ("data_parallel without init", lambda: fg.distributed.data_parallel(gm, optim.sgd(0.1)), _raises(RuntimeError, "init_process_group")),
