@@ -110,7 +110,7 @@ class FunctionalModule:
         # NOTE [direct forward]: functional_call swaps every parameter into the module and
         # back (two setattrs each, ~40 us per call on a 3-layer MLP, a third of a small
         # eager step). An nn.Sequential of nn.Linear and parameter-free layers (exact types,
-        # no hooks) is computed directly: F.linear with the given params, and each other
+        # no forward or backward hooks) is computed directly: F.linear with the given params, and each other
         # layer's own forward, which is exactly what the module would run. Anything else
         # goes through functional_call.
         layers = None if args or kwargs or self._tied else self._direct_layers()
@@ -126,12 +126,13 @@ class FunctionalModule:
     def _direct_layers(self) -> list[tuple[str, nn.Module]] | None:
         """The (name, layer) pairs of NOTE [direct forward], or None if it does not apply."""
         module = self.module
-        if type(module) is not nn.Sequential or _nn_module._global_forward_hooks \
-                or _nn_module._global_forward_pre_hooks or module._forward_hooks or module._forward_pre_hooks:
+        if type(module) is not nn.Sequential or _nn_module._global_backward_hooks \
+                or _nn_module._global_backward_pre_hooks or not self.hook_free([module]):
             return None
         layers = list(module._modules.items())
         for _, layer in layers:
             if type(layer) not in _DIRECT_LAYERS or layer._forward_hooks or layer._forward_pre_hooks \
+                    or layer._backward_hooks or layer._backward_pre_hooks \
                     or (type(layer) is not nn.Linear and layer._parameters):
                 return None
         return layers  # type: ignore[return-value]

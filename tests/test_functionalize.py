@@ -105,3 +105,10 @@ def test_direct_forward_is_not_taken_where_the_module_might_differ():
     assert f._direct_layers() is None
     X = torch.randn(4, 2)
     torch.testing.assert_close(f(params, X), hooked(X))
+    seen = []
+    watched = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))
+    watched[1].register_full_backward_hook(lambda m, gi, go: seen.append(go[0].shape))
+    f, params = fg.functionalize(watched)
+    assert f._direct_layers() is None
+    fg.value_and_grad(lambda p, x: f(p, x).sum())(params, X)
+    assert seen == [torch.Size([4, 3])]  # the user's backward hook still fires
