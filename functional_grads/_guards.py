@@ -99,7 +99,7 @@ def module_state(roots: list[nn.Module]) -> tuple[Any, ...]:
     """A key that changes when anything dynamo stopped guarding in ``roots`` changes: the
     submodules, their ``training`` flags, hooks and plain attributes, and global hooks."""
     key: list[Any] = [len(_nn_module._global_forward_hooks), len(_nn_module._global_forward_pre_hooks),
-                      len(_nn_module._global_backward_hooks)]
+                      len(_nn_module._global_backward_hooks), len(_nn_module._global_backward_pre_hooks)]
     for root in roots:
         _add_state(root, key)
     return tuple(key)
