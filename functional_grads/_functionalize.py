@@ -126,16 +126,17 @@ class FunctionalModule:
     def _direct_layers(self) -> list[tuple[str, nn.Module]] | None:
         """The (name, layer) pairs of NOTE [direct forward], or None if it does not apply."""
         module = self.module
-        if type(module) is not nn.Sequential or _nn_module._global_backward_hooks \
-                or _nn_module._global_backward_pre_hooks or not self.hook_free([module]):
+        if type(module) is not nn.Sequential:
             return None
-        layers = list(module._modules.items())
-        for _, layer in layers:
-            if type(layer) not in _DIRECT_LAYERS or layer._forward_hooks or layer._forward_pre_hooks \
-                    or layer._backward_hooks or layer._backward_pre_hooks \
-                    or (type(layer) is not nn.Linear and layer._parameters):
-                return None
-        return layers  # type: ignore[return-value]
+        layers: list[tuple[str, nn.Module]] = list(module._modules.items())  # type: ignore[arg-type]
+        modules = [module, *(layer for _, layer in layers)]
+        if not self.hook_free(modules) or _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks \
+                or any(m._backward_hooks or m._backward_pre_hooks for m in modules):
+            return None
+        if any(type(layer) not in _DIRECT_LAYERS or (type(layer) is not nn.Linear and layer._parameters)
+               for _, layer in layers):
+            return None
+        return layers
 
     def params(self) -> ParamsDict:
         """The module's current parameters as detached aliases (name -> tensor)."""

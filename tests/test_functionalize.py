@@ -112,3 +112,10 @@ def test_direct_forward_is_not_taken_where_the_module_might_differ():
     assert f._direct_layers() is None
     fg.value_and_grad(lambda p, x: f(p, x).sum())(params, X)
     assert seen == [torch.Size([4, 3])]  # the user's backward hook still fires
+    whole = nn.Sequential(nn.Linear(2, 1))
+    whole.register_full_backward_hook(lambda m, gi, go: seen.append("whole"))
+    f, params = fg.functionalize(whole)
+    assert f._direct_layers() is None
+    with pytest.warns(UserWarning, match="Full backward hook is firing"):  # X does not require grad
+        fg.value_and_grad(lambda p, x: f(p, x).sum())(params, X)
+    assert seen[-1] == "whole"  # a hook on the Sequential itself too
