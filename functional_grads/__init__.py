@@ -31,7 +31,7 @@ from .operators import input_jacobian as input_jacobian
 from .operators import jacobian_trace as jacobian_trace
 from .operators import laplacian as laplacian
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "Attack",

@@ -16,7 +16,8 @@ from torch import Tensor
 from torch.func import grad
 
 from . import _checks, _random
-from ._numerics import norm_name, per_sample_norm, project_ball
+from ._checks import norm_name
+from ._numerics import per_sample_norm, project_ball
 from ._per_sample import map_samples, scalar_output
 from ._typing import AttackNorm, PerSampleFn, Randomness
 
@@ -146,7 +147,7 @@ def fgsm(
       >>> fgsm(f, {"w": torch.ones(2)}, torch.zeros(1, 2), torch.ones(1, 2), loss_fn=mse, eps=0.1)
       tensor([[-0.1000, -0.1000]])
     """
-    attack = Attack(eps, targeted=targeted, clip_min=clip_min, clip_max=clip_max)
+    attack = _attack("fgsm", eps=eps, targeted=targeted, clip_min=clip_min, clip_max=clip_max)
     return _detached(perturb(f, loss_fn, attack, randomness=randomness), params, X, Y)
 
 
@@ -179,8 +180,17 @@ def pgd(
     Returns:
       The adversarial examples ``[B, *x_shape]`` (no gradient flows to ``params``).
     """
-    attack = Attack(eps, steps, step_size, norm, random_start, targeted, clip_min, clip_max)
+    attack = _attack("pgd", eps=eps, steps=steps, step_size=step_size, norm=norm, random_start=random_start,
+                     targeted=targeted, clip_min=clip_min, clip_max=clip_max)
     return _detached(perturb(f, loss_fn, attack, generator=generator, randomness=randomness), params, X, Y)
+
+
+def _attack(api: str, **settings: Any) -> Attack:
+    """``Attack(**settings)`` whose errors name ``api``, the function the user called."""
+    try:
+        return Attack(**settings)
+    except (TypeError, ValueError) as error:
+        raise type(error)(str(error).replace("Attack:", f"{api}:", 1)) from None
 
 
 def per_sample_loss(api: str, f: PerSampleFn, loss_fn: LossOnOutput) -> Callable[[Any, Tensor, Tensor], Tensor]:
@@ -267,6 +277,9 @@ def robust_accuracy(
         raise TypeError(f"{api}: attack must be a functional_grads.Attack, got {type(template).__name__}.")
     if not isinstance(labels, Tensor) or labels.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16):
         raise TypeError(f"{api}: labels must be an integer tensor [B] of class indices.")
+    if isinstance(epsilons, (str, bytes)) or not hasattr(epsilons, "__iter__") or not len(epsilons := list(epsilons)):
+        raise ValueError(f"{api}: epsilons must be a non-empty sequence of radii (0 gives the clean accuracy), "
+                         f"got {epsilons!r}.")
     ratio = template.step_size / template.eps if template.eps > 0 and template.step_size is not None else None
     accuracies = []
     for eps in epsilons:

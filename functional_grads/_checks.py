@@ -7,13 +7,15 @@ for the wrong kind of thing, ``ValueError`` for a wrong value or shape.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Sequence
 
 import optree
 import torch
 from torch import Tensor
 
-RANDOMNESS = ("error", "different", "same")
+from ._typing import Norm, Randomness, choices
+
 
 
 def fmt(shape: Sequence[int]) -> str:
@@ -66,8 +68,7 @@ def check_options(api: str, *, argnums: Any, chunk_size: Any, randomness: Any) -
             f"input X), got {argnums!r}."
         )
     check_number(api, "chunk_size", chunk_size, low=1, integer=True, optional=True)
-    if randomness not in RANDOMNESS:
-        raise ValueError(f"{api}: randomness must be one of {RANDOMNESS}, got {randomness!r}.")
+    check_choice(api, "randomness", randomness, choices(Randomness))
 
 
 def check_batch(api: str, args: Sequence[Any], argnums: int) -> Tensor:
@@ -193,3 +194,75 @@ def check_broadcastable(api: str, name: str, t: Tensor, ref: Tensor) -> None:
             f"{api}: {name} of shape {fmt(t.shape)} must broadcast to {fmt(ref.shape)} "
             "without adding dimensions (e.g. [*x_shape] for all samples, or [B, *x_shape])."
         )
+
+
+def match_names(api: str, expected: Any, params: Any, what: str, *, frozen: Any = ()) -> None:
+    """Raise unless the dict ``params`` has exactly the keys of ``expected``; a key of a
+    frozen parameter (``frozen``) gets its own explanation."""
+    if not isinstance(params, dict):
+        raise TypeError(f"{api}: {what} must be the dict returned by functionalize, got {type(params).__name__}.")
+    stale = [k for k in params if k in frozen]
+    if stale:
+        raise ValueError(
+            f"{api}: {what} holds {stale}, which the module has frozen (requires_grad=False). Frozen "
+            "parameters stay in the module, like buffers, and are never trained: drop them from the "
+            "dict, or unfreeze them (requires_grad_(True)) and call functionalize again."
+        )
+    missing = [k for k in expected if k not in params]
+    extra = [k for k in params if k not in expected]
+    if missing or extra:
+        raise ValueError(
+            f"{api}: {what} does not match the module's trainable parameters (missing: {missing}, "
+            f"unexpected: {extra}). Pass the dict returned by functionalize, or one with "
+            "exactly the same keys."
+        )
+
+
+def match_tensor(api: str, name: str, got: Any, ref: Tensor) -> None:
+    """Raise unless ``got`` is a tensor with ``ref``'s shape, dtype and device."""
+    if not isinstance(got, Tensor):
+        raise TypeError(f"{api}: {name} must be a tensor, got {type(got).__name__}.")
+    for attr in ("shape", "dtype", "device"):
+        if getattr(got, attr) != getattr(ref, attr):
+            raise ValueError(
+                f"{api}: {name} has {attr} {getattr(got, attr)} but the module's parameter has "
+                f"{getattr(ref, attr)}. If the module was converted (.to(), .double()) after "
+                "functionalize, call functionalize again and convert the params the same way."
+            )
+
+
+def check_choice(api: str, name: str, value: Any, allowed: Sequence[Any]) -> None:
+    """Raise unless ``value`` is one of ``allowed`` (e.g. ``typing.get_args`` of a Literal)."""
+    if value not in allowed:
+        raise ValueError(f"{api}: {name} must be one of {tuple(allowed)}, got {value!r}.")
+
+
+def renamed(api: str, new: str, value: Any, old: str, old_value: Any) -> Any:
+    """The value of option ``new``, taking its former name ``old`` for one release (0.3),
+    with a ``DeprecationWarning``; ``old_value`` is None when the old name was not used."""
+    if old_value is None:
+        return value
+    warnings.warn(f"{api}: {old}= is deprecated; write {new}={old_value!r}.", DeprecationWarning, stacklevel=3)
+    return old_value
+
+
+def renamed_choice(api: str, name: str, value: Any, spellings: dict[str, str]) -> Any:
+    """``value``, with a former spelling (a key of ``spellings``) mapped to the current one
+    for one release (0.3), with a ``DeprecationWarning``."""
+    if isinstance(value, str) and value in spellings:
+        warnings.warn(f"{api}: {name}={value!r} is deprecated; write {name}={spellings[value]!r}.",
+                      DeprecationWarning, stacklevel=3)
+        return spellings[value]
+    return value
+
+
+_NORM_SPELLING = {1: "l1", 2: "l2", math.inf: "linf"}
+
+
+def norm_name(api: str, norm: Any, allowed: tuple[str, ...] = choices(Norm)) -> Norm:
+    """The one spelling of a norm: ``"l1"``, ``"l2"`` or ``"linf"`` (numbers are refused)."""
+    if not isinstance(norm, str) and norm in _NORM_SPELLING:
+        raise ValueError(f"{api}: norm must be one of {allowed}, got {norm!r}; write norm={_NORM_SPELLING[norm]!r}.")
+    if norm not in allowed:
+        raise ValueError(f"{api}: norm must be one of {allowed}, got {norm!r}.")
+    return norm

@@ -11,6 +11,8 @@ from typing import Any, Callable
 import torch
 
 from . import _guards
+from ._checks import check_choice
+from ._context import in_transform
 from ._typing import CompileOption
 
 logger = logging.getLogger("functional_grads")
@@ -43,8 +45,7 @@ def compile_or_eager(
     """
     kwargs = {"fullgraph": True, **(options if isinstance(options, dict) else {})}
     guards = kwargs.pop("guards", "fast")
-    if guards not in ("fast", "all"):
-        raise ValueError(f"{api}: compile['guards'] must be 'fast' or 'all', got {guards!r}.")
+    check_choice(api, "compile['guards']", guards, ("fast", "all"))
     roots = _narrow(kwargs, fn) if guards == "fast" else None
     graphs: dict[Any, Callable[..., Any]] = {}
     eager = False
@@ -52,7 +53,7 @@ def compile_or_eager(
     def run(*args: Any) -> Any:
         nonlocal eager
         # torch.compile cannot run inside a torch.func transform (e.g. a user's vmap of the step).
-        if eager or torch._C._functorch.peek_interpreter_stack() is not None:
+        if eager or in_transform():
             return fn(*args)
         _mark_batch_dynamic(args, static)
         key = None if roots is None else _guards.module_state(roots)

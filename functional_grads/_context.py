@@ -1,4 +1,6 @@
-"""Which per-sample transform is running, so models can refuse to run per sample."""
+"""What is running around our code: torch.compile, a torch.func transform, or one of our
+per-sample transforms (so that models can refuse to run per sample). The one place that
+decides "compiling or inside a transform"; every strategy switch asks here."""
 
 from __future__ import annotations
 
@@ -8,8 +10,25 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _nn_module
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
+
+def compiling() -> bool:
+    """True while torch.compile traces the code (dynamo or AOT tracing)."""
+    return torch.compiler.is_compiling()
+
+
+def in_transform() -> bool:
+    """True inside a torch.func transform (``vmap``, ``grad``, ``jvp``, ``jacrev``, ...)."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
+def plain_autograd() -> bool:
+    """True outside torch.compile and every torch.func transform: there the same
+    derivatives come faster from plain ``torch.autograd`` (NOTE [eager autograd])."""
+    return not compiling() and not in_transform()
+
 
 # NOTE [per-sample context]: a per-sample transform pushes (api, randomness) here while
 # it runs, and FunctionalModule checks its module against it. The check lives in the
@@ -44,7 +63,20 @@ def check_module(module: nn.Module) -> None:
     if not stack:
         return
     api, randomness, _ = stack[-1]
+    if _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks:
+        raise ValueError(
+            f"{api}: a global module backward hook is registered (register_module_full_backward_hook), "
+            "which torch.func transforms cannot run one sample at a time. Remove it (handle.remove()) "
+            "while taking per-sample derivatives."
+        )
     for name, sub in module.named_modules():
+        if sub._backward_hooks or sub._backward_pre_hooks:
+            raise ValueError(
+                f"{api}: submodule {name!r} ({type(sub).__name__}) has a backward hook "
+                "(register_full_backward_hook or register_full_backward_pre_hook), which torch.func "
+                "transforms cannot run one sample at a time. Remove it (handle.remove()) while taking "
+                "per-sample derivatives, or compute what it records from the returned derivatives."
+            )
         if isinstance(sub, _BatchNorm) and not sub.training and sub.running_mean is None:
             raise ValueError(
                 f"{api}: submodule {name!r} ({type(sub).__name__}) has no running statistics "

@@ -1,19 +1,130 @@
-"""The step engine: a loss's value and parameter gradient as one pure function, and the
-checks on its results. Used by ``value_and_grad``, ``make_step`` and data-parallel steps."""
+"""The step core: a loss's value and gradient, optionally reduced across processes and
+fed to an optimizer, as one pure function that is compiled as a whole, and the checks on
+its results. ``value_and_grad``, ``make_step`` and ``distributed.data_parallel`` are thin
+wrappers around :func:`build_step`.
+
+NOTE [step core]: the pure step is ``args -> (StepResult, flags)``:
+  1. ``grad_step``: value, aux and gradient w.r.t. the differentiated arguments;
+  2. ``reduce`` (data-parallel): gradients and value combined across ranks, plus an
+     ``info`` tensor that ``check_reduced`` inspects on the host;
+  3. ``optimizer``: the update and the new params and state;
+  4. ``flags``: three numbers that decide the result check.
+It is compiled in one piece (``maybe_compile``); the wrapper refuses ``check=True`` inside
+torch.func transforms, runs it, explains a mismatched optimizer state, and checks results.
+"""
 
 from __future__ import annotations
 
 import functools
 import math
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import optree
 import torch
 from torch import Tensor
 
 from . import _checks
-from ._typing import LossFn
+from ._compile import maybe_compile
+from ._context import compiling, in_transform, plain_autograd
+from ._typing import CompileOption, LossFn
+from .optim._transforms import GradientTransformation, apply_updates
+
+Reduce = Callable[[Tensor, Any, tuple[Any, ...]], "tuple[Tensor, Any, Tensor]"]
+"""``(value, grads, batch) -> (value, grads, info)``: a cross-process combination."""
+
+
+class StepResult(NamedTuple):
+    """What one step returns: ``params`` and ``state`` are the updated ones (None
+    without an optimizer), ``info`` what ``reduce`` reported (None without one)."""
+
+    value: Tensor
+    aux: Any
+    grads: Any
+    params: Any
+    state: Any
+    info: Any
+
+
+def build_step(
+    api: str,
+    loss: LossFn,
+    *,
+    argnums: int | tuple[int, ...] = 0,
+    has_aux: bool = False,
+    optimizer: GradientTransformation | None = None,
+    reduce: Reduce | None = None,
+    check_reduced: Callable[[Tensor], None] | None = None,
+    compile: CompileOption = False,
+    check: bool = True,
+    hint: str = "",
+) -> Callable[..., StepResult]:
+    """The one step core (NOTE [step core]).
+
+    Without ``optimizer``: ``(*args) -> StepResult`` with the gradient w.r.t. ``argnums``.
+    With one: ``(params, state, *batch) -> StepResult``, the gradient w.r.t. ``params``.
+    """
+    gstep = grad_step(api, loss, argnums=argnums, has_aux=has_aux)
+    positions = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    static = (0, 1) if optimizer is not None else positions
+
+    def pure(*args: Any) -> tuple[StepResult, Any]:
+        if optimizer is not None:
+            params, state, *rest = args
+            batch = tuple(rest)
+            value, aux, grads = gstep(params, *batch)
+        else:
+            params = state = None
+            batch = tuple(a for i, a in enumerate(args) if i not in positions)
+            value, aux, grads = gstep(*args)
+        info = None
+        if reduce is not None:
+            value, grads, info = reduce(value, grads, batch)
+        if optimizer is not None:
+            updates, state = optimizer.update(grads, state, params)
+            params = apply_updates(params, updates)
+        fl = (flags(value, grads) if optimizer is None else flags(value, grads, params)) if check else None
+        return StepResult(value, aux, grads, params, state, info), fl
+
+    run = maybe_compile(api, pure, compile, static)
+
+    def step(*args: Any) -> StepResult:
+        if check:
+            refuse_transforms(api)
+        try:
+            result, fl = run(*args)
+        except Exception as error:
+            if optimizer is not None and len(args) >= 2:
+                check_state(api, optimizer, args[0], args[1], error)
+            raise
+        if check_reduced is not None:
+            check_reduced(result.info)
+        if check:
+            check_result(api, result.value, result.grads, fl, hint=_empty_batch_hint(args, static) or hint,
+                         **({} if optimizer is None else {"params": result.params}))
+        return result
+
+    return step
+
+
+def check_state(api: str, optimizer: GradientTransformation, params: Any, state: Any, error: Exception) -> None:
+    """Raise a clear error, from ``error``, if ``state`` is not shaped like
+    ``optimizer.init(params)`` (state kept from other params); else return."""
+    try:
+        fresh = optimizer.init(optree.tree_map(lambda t: t.to("meta") if isinstance(t, Tensor) else t, params))
+    except Exception:  # noqa: BLE001 - params the optimizer cannot init: the original error says more
+        return
+    shape = lambda t: tuple(t.shape) if isinstance(t, Tensor) else None  # noqa: E731
+    paths, leaves, spec = optree.tree_flatten_with_path(fresh)
+    got_leaves, got_spec = optree.tree_flatten(state)
+    if got_spec == spec and [shape(t) for t in got_leaves] == [shape(t) for t in leaves]:
+        return
+    raise ValueError(
+        f"{api}: opt_state does not fit params: optimizer.init(params) gives the structure {spec} "
+        f"but the state passed has {got_spec} (or other leaf shapes). The state was built for other "
+        "params (other keys or shapes, e.g. before functionalize was called again); build a new one "
+        "with state = optimizer.init(params)."
+    ) from error
 
 
 def grad_step(api: str, loss: LossFn, *, argnums: Any, has_aux: bool) -> Callable[..., Any]:
@@ -42,12 +153,6 @@ def grad_step(api: str, loss: LossFn, *, argnums: Any, has_aux: bool) -> Callabl
         return value, aux, grads
 
     return step
-
-
-def plain_autograd() -> bool:
-    """True outside torch.compile and every torch.func transform: there the same
-    derivatives come faster from plain ``torch.autograd`` (NOTE [eager autograd])."""
-    return not torch.compiler.is_compiling() and torch._C._functorch.maybe_current_level() is None
 
 
 def _autograd_step(loss: Callable[..., Any], args: tuple[Any, ...], positions: tuple[int, ...], single: bool,
@@ -88,7 +193,7 @@ def flags(value: Tensor, grads: Any, *others: Any) -> Tensor | tuple[float, floa
     """
     g = _floating(optree.tree_leaves(grads))  # type: ignore[arg-type]
     o = _floating(optree.tree_leaves(others)) if others else []  # type: ignore[arg-type]
-    if not torch.compiler.is_compiling():
+    if not compiling():
         with torch.no_grad():
             norms = torch.stack(torch._foreach_norm([value, *g, *o], math.inf)).tolist()
         return norms[0], _largest(norms[1:1 + len(g)]), _largest(norms[1 + len(g):])
@@ -111,7 +216,7 @@ def _largest(values: list[float]) -> float:
 def refuse_transforms(api: str) -> None:
     """Raise a clear error for ``check=True`` inside a torch.func transform, which cannot
     copy results to the host (the raw error is "Batching rule not implemented")."""
-    if torch._C._functorch.maybe_current_level() is not None:
+    if in_transform():
         raise RuntimeError(
             f"{api}: check=True inspects the results on the host, which is impossible inside "
             "torch.func transforms (vmap, grad, jacrev). Build the function with check=False "
@@ -154,3 +259,10 @@ def non_finite_leaves(trees: dict[str, Any]) -> list[str]:
         out += [_checks.key_path(root, p) for p, t in zip(paths, leaves)
                 if isinstance(t, Tensor) and t.is_floating_point() and not torch.isfinite(t).all()]
     return out
+
+
+def _empty_batch_hint(args: tuple[Any, ...], static: tuple[int, ...]) -> str:
+    """A better hint than "check the data" when the batch is empty."""
+    empty = [i for i, a in enumerate(args) if i not in static and isinstance(a, Tensor) and a.ndim and a.shape[0] == 0]
+    return (f"Argument(s) {empty} are empty batches: a mean over no samples is NaN. Skip empty batches."
+            if empty else "")

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from torch.func import functional_call
 from torch.nn.modules import module as _nn_module
 
-from ._checks import fmt
+from ._checks import fmt, match_names, match_tensor
 from ._context import check_module, is_one_sample
 from ._typing import ParamsDict
 
@@ -32,26 +32,34 @@ _DIRECT_LAYERS = frozenset(_PER_SAMPLE_LAYERS) - {nn.Conv1d, nn.Conv2d, nn.Conv3
 
 
 def functionalize(module: nn.Module, /) -> tuple["FunctionalModule", ParamsDict]:
-    """Split a module into a pure function and its parameters.
+    """Split a module into a pure function and its trainable parameters.
 
     Args:
-      module: any ``nn.Module``. Its buffers (e.g. BatchNorm running stats) are used
-        as they are at call time; tied weights appear once in ``params`` and stay tied.
+      module: any ``nn.Module``. Its buffers (e.g. BatchNorm running stats) and its frozen
+        parameters (``requires_grad=False``) stay in the module and are used as they are at
+        call time (a checkpoint loaded into them later is seen); tied weights appear once
+        in ``params`` and stay tied.
 
     Returns:
       ``(f, params)``: ``f(params, x, *args, **kwargs)`` equals ``module(x, ...)`` for a
       batch ``[B, *x_shape]`` or a single sample ``[*x_shape]``, and ``params`` is a
-      dict name -> tensor. The tensors are detached aliases of the module's parameters
-      (no copy, no autograd graph outside our transforms). Functional training returns
-      new params and leaves the module alone: write them back with :func:`load_params`.
-      To train the module with ``torch.optim``, see :func:`apply_grads`. Inside a
-      per-sample transform, the module gets each sample as a batch of one (``x[None]``),
-      so modules that insist on a batch dimension (``Flatten``, ``BatchNorm1d``) work.
+      dict name -> tensor of the trainable parameters only, so gradients, optimizers and
+      :func:`load_params` never touch a frozen one. The tensors are detached aliases of
+      the module's parameters (no copy, no autograd graph outside our transforms).
+      Functional training returns new params and leaves the module alone: write them back
+      with :func:`load_params`. To train the module with ``torch.optim``, see
+      :func:`apply_grads`. Inside a per-sample transform, the module gets each sample as
+      a batch of one (``x[None]``), so modules that insist on a batch dimension
+      (``Flatten``, ``BatchNorm1d``) work. Freezing or unfreezing a parameter after this
+      call makes ``f`` raise until ``functionalize`` is called again.
 
     Example:
-      >>> f, params = functionalize(torch.nn.Linear(3, 1))
-      >>> f(params, torch.ones(5, 3)).shape
-      torch.Size([5, 1])
+      >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
+      >>> model[0].requires_grad_(False)  # doctest: +ELLIPSIS
+      Linear(...)
+      >>> f, params = functionalize(model)
+      >>> sorted(params), f(params, torch.ones(5, 3)).shape
+      (['1.bias', '1.weight'], torch.Size([5, 1]))
     """
     if not isinstance(module, nn.Module):
         raise TypeError(
@@ -63,9 +71,10 @@ def functionalize(module: nn.Module, /) -> tuple["FunctionalModule", ParamsDict]
 
 
 def load_params(module: nn.Module, params: ParamsDict, /) -> None:
-    """Write ``params`` (e.g. trained by ``make_step``) into ``module``'s parameters, in place.
+    """Write ``params`` (e.g. trained by ``make_step``) into ``module``'s trainable parameters, in place.
 
-    Keys, shapes, dtypes and devices must match the module's parameters exactly.
+    Keys, shapes, dtypes and devices must match the module's trainable parameters exactly
+    (those :func:`functionalize` returns); frozen parameters are never written.
 
     Example:
       >>> model = torch.nn.Linear(2, 1)
@@ -77,9 +86,10 @@ def load_params(module: nn.Module, params: ParamsDict, /) -> None:
     api = "load_params"
     if not isinstance(module, nn.Module):
         raise TypeError(f"{api}: expected the nn.Module to write into, got {type(module).__name__}.")
-    match_names(api, dict(module.named_parameters()), params, "params")
+    trainable, frozen = _split(module)
+    match_names(api, trainable, params, "params", frozen=frozen)
     with torch.no_grad():
-        for name, p in module.named_parameters():
+        for name, p in trainable.items():
             match_tensor(api, f"params[{name!r}]", params[name], p)
             p.copy_(params[name])
 
@@ -89,9 +99,14 @@ class FunctionalModule:
 
     def __init__(self, module: nn.Module):
         self.module = module
-        self._shapes = {name: p.shape for name, p in module.named_parameters()}
-        # Without tied weights, functional_call need not walk the module to untie them.
-        self._tied = len(list(module.named_parameters(remove_duplicate=False))) != len(self._shapes)
+        trainable, frozen = _split(module)
+        self._shapes = {name: p.shape for name, p in trainable.items()}
+        self._frozen = frozenset(frozen)
+        # The requires_grad flags as functionalize saw them (NOTE [frozen parameters]).
+        self._flags = [(p, p.requires_grad) for p in (*trainable.values(), *frozen.values())]
+        # Without tied weights or shared submodules, functional_call need not walk the
+        # module to untie them, and the fast paths may read a parameter by its layer's name.
+        self.tied = len(list(module.named_parameters(remove_duplicate=False))) != len(trainable) + len(frozen)
 
     def __call__(self, params: ParamsDict, x: Any, /, *args: Any, **kwargs: Any) -> Any:
         self.check_params(params)
@@ -110,15 +125,16 @@ class FunctionalModule:
         # NOTE [direct forward]: functional_call swaps every parameter into the module and
         # back (two setattrs each, ~40 us per call on a 3-layer MLP, a third of a small
         # eager step). An nn.Sequential of nn.Linear and parameter-free layers (exact types,
-        # no forward or backward hooks) is computed directly: F.linear with the given params, and each other
-        # layer's own forward, which is exactly what the module would run. Anything else
-        # goes through functional_call.
-        layers = None if args or kwargs or self._tied else self._direct_layers()
+        # no hooks, no forward replaced on an instance, no weight shared between layers) is
+        # computed directly: F.linear with the given params (frozen ones from the module),
+        # and each other layer's own forward, which is exactly what the module would run.
+        # Anything else goes through functional_call.
+        layers = None if args or kwargs else self._direct_layers()
         if layers is None:
-            return functional_call(self.module, params, (x, *args), kwargs, tie_weights=self._tied)
+            return functional_call(self.module, params, (x, *args), kwargs, tie_weights=self.tied)
         for name, layer in layers:
             if type(layer) is nn.Linear:
-                x = F.linear(x, params[f"{name}.weight"], params.get(f"{name}.bias"))
+                x = F.linear(x, self.tensor(params, name, layer, "weight"), self.tensor(params, name, layer, "bias"))
             else:
                 x = layer.forward(x)
         return x
@@ -126,21 +142,28 @@ class FunctionalModule:
     def _direct_layers(self) -> list[tuple[str, nn.Module]] | None:
         """The (name, layer) pairs of NOTE [direct forward], or None if it does not apply."""
         module = self.module
-        if type(module) is not nn.Sequential:
+        if type(module) is not nn.Sequential or self.tied:
             return None
         layers: list[tuple[str, nn.Module]] = list(module._modules.items())  # type: ignore[arg-type]
         modules = [module, *(layer for _, layer in layers)]
-        if not self.hook_free(modules) or _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks \
-                or any(m._backward_hooks or m._backward_pre_hooks for m in modules):
+        if not self.runs_as_built(modules) or _nn_module._global_backward_hooks \
+                or _nn_module._global_backward_pre_hooks or any(m._backward_hooks or m._backward_pre_hooks for m in modules):
             return None
         if any(type(layer) not in _DIRECT_LAYERS or (type(layer) is not nn.Linear and layer._parameters)
                for _, layer in layers):
             return None
         return layers
 
+    @staticmethod
+    def tensor(params: ParamsDict, name: str, layer: nn.Module, attr: str) -> Any:
+        """Parameter ``attr`` of the layer called ``name``: from ``params`` if trainable,
+        else the module's own (frozen) tensor, or None (a Linear without bias)."""
+        key = f"{name}.{attr}"
+        return params[key] if key in params else getattr(layer, attr)
+
     def params(self) -> ParamsDict:
-        """The module's current parameters as detached aliases (name -> tensor)."""
-        return {name: p.detach() for name, p in self.module.named_parameters()}
+        """The module's current trainable parameters as detached aliases (name -> tensor)."""
+        return {name: p.detach() for name, p in _split(self.module)[0].items()}
 
     def __repr__(self) -> str:
         return f"FunctionalModule({self.module!r})"
@@ -149,31 +172,44 @@ class FunctionalModule:
         """True when ``module(X)[i]`` is ``module(X[i])`` by construction, for every ``i``.
 
         Only ``nn.Sequential`` trees of layers known to act on each sample alone qualify,
-        matched by exact type and without hooks (a custom ``forward`` or a hook might mix
-        samples, so it never does).
+        matched by exact type, without hooks and without a ``forward`` replaced on an
+        instance (any of which might mix samples).
         """
         modules = _submodules(self.module)
-        return self.hook_free(modules) and all(
+        return self.runs_as_built(modules) and all(
             (type(m) is nn.Sequential or type(m) in _PER_SAMPLE_LAYERS)
             and not (type(m) is nn.Dropout and m.training and m.p > 0)
             for m in modules
         )
 
-    def hook_free(self, modules: list[nn.Module] | None = None) -> bool:
-        """True when no forward hook, on a submodule (of ``modules``, default all) or global,
-        can change the module's forward: the condition for any path that computes it
-        without calling it."""
+    def runs_as_built(self, modules: list[nn.Module] | None = None) -> bool:
+        """True when calling the module runs exactly its classes' ``forward`` methods: no
+        forward hook (on a submodule of ``modules``, default all, or global) and no
+        ``forward``/``_call_impl`` replaced on an instance (as accelerate's hooks do). The
+        condition for any path that computes the module from its structure instead of
+        calling it."""
         if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
             return False
         modules = _submodules(self.module) if modules is None else modules
-        return not any(s._forward_hooks or s._forward_pre_hooks for s in modules)
+        return not any(s._forward_hooks or s._forward_pre_hooks or "forward" in s.__dict__
+                       or "_call_impl" in s.__dict__ for s in modules)
 
     def check_params(self, params: ParamsDict) -> None:
-        """Raise unless ``params`` has exactly the module's parameter names and shapes."""
+        """Raise unless ``params`` has exactly the module's trainable parameter names and shapes."""
         # NOTE [strict params]: torch.func.functional_call silently uses the module's own
         # tensor for any name missing from the dict; a typo would then train nothing.
         api = "f(params, x)"
-        match_names(api, self._shapes, params, "params")
+        match_names(api, self._shapes, params, "params", frozen=self._frozen)
+        # NOTE [frozen parameters]: a frozen parameter is not in params, so it is never
+        # trained; one frozen or unfrozen after functionalize would silently keep its old
+        # role, so that is an error.
+        for p, flag in self._flags:
+            if p.requires_grad != flag:
+                raise ValueError(
+                    f"{api}: a parameter of shape {fmt(p.shape)} was {'un' if p.requires_grad else ''}frozen "
+                    "(requires_grad changed) after functionalize, so params no longer holds exactly the "
+                    "trainable parameters. Call functionalize(module) again for new params."
+                )
         dtypes: dict[torch.dtype, str] = {}
         for name, shape in self._shapes.items():
             got = params[name]
@@ -190,6 +226,13 @@ class FunctionalModule:
                             "Cast them to one dtype, e.g. {k: v.double() for k, v in params.items()}.")
 
 
+def _split(module: nn.Module) -> tuple[dict[str, nn.Parameter], dict[str, nn.Parameter]]:
+    """The module's parameters by name: ``(trainable, frozen)``."""
+    named = dict(module.named_parameters())
+    return ({k: p for k, p in named.items() if p.requires_grad},
+            {k: p for k, p in named.items() if not p.requires_grad})
+
+
 def _submodules(module: nn.Module) -> list[nn.Module]:
     """``list(module.modules())`` (shared submodules included once) without the generator
     machinery: several times faster on the eager per-call path."""
@@ -201,28 +244,3 @@ def _submodules(module: nn.Module) -> list[nn.Module]:
             out.append(m)
             stack.extend(c for c in reversed(m._modules.values()) if c is not None)
     return out
-
-
-def match_names(api: str, expected: dict[str, Any], params: Any, what: str) -> None:
-    if not isinstance(params, dict):
-        raise TypeError(f"{api}: {what} must be the dict returned by functionalize, got {type(params).__name__}.")
-    missing = [k for k in expected if k not in params]
-    extra = [k for k in params if k not in expected]
-    if missing or extra:
-        raise ValueError(
-            f"{api}: {what} does not match the module's parameters (missing: {missing}, "
-            f"unexpected: {extra}). Pass the dict returned by functionalize, or one with "
-            "exactly the same keys."
-        )
-
-
-def match_tensor(api: str, name: str, got: Any, ref: torch.Tensor) -> None:
-    if not isinstance(got, torch.Tensor):
-        raise TypeError(f"{api}: {name} must be a tensor, got {type(got).__name__}.")
-    for attr in ("shape", "dtype", "device"):
-        if getattr(got, attr) != getattr(ref, attr):
-            raise ValueError(
-                f"{api}: {name} has {attr} {getattr(got, attr)} but the module's parameter has "
-                f"{getattr(ref, attr)}. If the module was converted (.to(), .double()) after "
-                "functionalize, call functionalize again and convert the params the same way."
-            )

@@ -10,8 +10,13 @@ metadata), on every tensor read from elsewhere (buffers, captured constants), on
 shapes and on global state (grad mode, autocast); we drop the rest and
 check, per call and in Python, what could still change the graph: the ``nn.Module``s that
 the step reaches (through closures, defaults, referenced globals or ``FunctionalModule``).
-Their submodules' identity, ``training`` flags, hooks and plain Python attributes form a
-key; a new key gets its own compiled graph (flipping back reuses the old one). Compiled
+The key holds, for each module and submodule: its identity, its hook count, its parameters
+and buffers by identity and ``requires_grad`` (a replaced tensor, e.g. a frozen weight
+loaded into a new Parameter, gets a new graph; in-place changes are read by every graph),
+its plain attributes (``training``, numbers, strings, dtypes, devices) and lists, tuples,
+dicts and sets of them by value (mutated in place or replaced), and any other attribute
+object by identity (replacing it is seen, mutating its insides is not); plus the global
+hook counts. A new key gets its own compiled graph (flipping back reuses the old one). Compiled
 steps are only called outside torch.func transforms, so the transform stack needs no guard
 (inside one, the step runs eagerly: torch.compile cannot run there). What is not
 checked, as under ``jax.jit``: Python values the loss reads from closures or globals other
@@ -35,7 +40,16 @@ _KEPT_TYPES = frozenset({
     "DETERMINISTIC_ALGORITHMS", "AUTOGRAD_SAVED_TENSORS_HOOKS", "DUAL_LEVEL",
 })
 _ROOT = re.compile(r"[A-Za-z_]\w*(?!\w|\s*\()")
-_PLAIN = frozenset({bool, int, float, str, type(None)})
+_PLAIN = frozenset({bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device})
+_CONTAINERS = frozenset({tuple, list, dict, set, frozenset})
+# nn.Module's own bookkeeping, keyed above or irrelevant to the forward.
+_MODULE_INTERNALS = frozenset({
+    "_parameters", "_buffers", "_modules", "_non_persistent_buffers_set", "_forward_hooks",
+    "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks", "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs", "_state_dict_hooks",
+    "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks",
+    "_is_full_backward_hook",
+})
 _WALK_LIMIT = 20_000
 
 
@@ -110,10 +124,33 @@ def _add_state(m: nn.Module, key: list[Any]) -> None:
     key.append(id(m))
     key.append(len(d["_forward_hooks"]) + len(d["_forward_pre_hooks"]) + len(d["_backward_hooks"])
                + len(d["_backward_pre_hooks"]))
-    key.extend(v for v in d.values() if type(v) in _PLAIN)  # training, sizes, p, eps, ...
+    # Parameters and buffers by identity (a replaced tensor, e.g. a frozen weight loaded
+    # from a checkpoint, is read by a new graph; in-place changes are seen by every graph)
+    # and requires_grad flag.
+    key.extend((id(t), t.requires_grad) if t is not None else None for t in d["_parameters"].values())
+    key.extend(id(t) for t in d["_buffers"].values())
+    for name, v in d.items():  # plain attributes: training, sizes, p, eps, coefficient tuples, ...
+        if type(v) in _PLAIN or type(v) in _CONTAINERS:
+            key.append((name, _value(v)))
+        elif name not in _MODULE_INTERNALS and not isinstance(v, (torch.Tensor, nn.Module)):
+            key.append((name, id(v)))  # any other object: by identity (NOTE [narrow guards])
     for child in d["_modules"].values():
         if child is not None:
             _add_state(child, key)
+
+
+def _value(v: Any) -> Any:
+    """A hashable snapshot of a plain value, or of a list/tuple/dict/set of plain values
+    (mutated in place or replaced, it compares unequal); other contents by identity."""
+    if type(v) in _PLAIN:
+        return v
+    if type(v) is dict:
+        return ("dict", tuple((k, _value(x)) for k, x in v.items()))
+    if type(v) in (set, frozenset):
+        return (type(v).__name__, tuple(sorted((_value(x) for x in v), key=repr)))
+    if type(v) in _CONTAINERS:
+        return (type(v).__name__, tuple(_value(x) for x in v))
+    return ("id", id(v))
 
 
 def _filled(cell: Any) -> bool:

@@ -8,7 +8,7 @@ import optree
 import torch
 
 from . import _checks
-from ._engine import plain_autograd
+from ._context import compiling, plain_autograd
 from ._functionalize import FunctionalModule
 from ._per_sample import map_samples, scalar_output, separable_grad
 from ._typing import PerSampleFn, Randomness
@@ -97,7 +97,7 @@ def _grad_and_value(
         # backward pass. Measured on 2 CPU cores (torch 2.13): eager, 2.0x faster than
         # vmap(grad) on seed 002 and 1.14x on the Sobolev workload; compiled, vmap is 12%
         # faster on Sobolev, so under torch.compile we keep vmap.
-        if may_sum and not torch.compiler.is_compiling() and cast(FunctionalModule, f).treats_samples_independently():
+        if may_sum and not compiling() and cast(FunctionalModule, f).treats_samples_independently():
             _checks.check_batch(api, args, argnums)
             params, X, *rest = args
             values = lambda x: _per_sample_values(api, f(params, x, *rest), X)  # noqa: E731

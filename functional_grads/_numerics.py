@@ -1,34 +1,14 @@
-"""Numerics shared by losses, attacks and projections: norms, with their spellings."""
+"""Numerics shared by losses, attacks and projections: norms and projections."""
 
 from __future__ import annotations
 
 import math
-import warnings
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from ._typing import Norm
 
-NORMS: tuple[Norm, ...] = ("l1", "l2", "linf")
-_LEGACY = {1: "l1", 2: "l2", math.inf: "linf"}
 _ORD = {"l1": 1, "l2": 2, "linf": math.inf}
-
-
-def norm_name(api: str, norm: Any, allowed: tuple[str, ...] = NORMS) -> Norm:
-    """The one spelling of a norm: ``"l1"``, ``"l2"`` or ``"linf"``.
-
-    The numbers ``1``, ``2`` and ``math.inf`` are accepted for one release, with a
-    ``DeprecationWarning``.
-    """
-    if not isinstance(norm, str) and norm in _LEGACY:
-        name = _LEGACY[norm]
-        warnings.warn(f"{api}: norm={norm!r} is deprecated; write norm={name!r}.", DeprecationWarning, stacklevel=3)
-        norm = name
-    if norm not in allowed:
-        raise ValueError(f"{api}: norm must be one of {allowed}, got {norm!r}.")
-    return norm
 
 
 def safe_norm(v: Tensor, dim: int = -1) -> Tensor:

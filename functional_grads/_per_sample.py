@@ -55,6 +55,13 @@ def map_samples(
             raise
 
 
+def inner_randomness(randomness: str) -> str:
+    """The randomness of a vmap nested inside the per-sample map (over directions or
+    outputs of one sample): the sample's random draws are shared by all its directions,
+    so ``"same"``, unless random ops are refused (``"error"``)."""
+    return "error" if randomness == "error" else "same"
+
+
 def scalar_output(api: str, f: Callable[..., Any], has_aux: bool) -> Callable[..., Any]:
     """Wrap ``f`` so that its per-sample output is checked to be a scalar and squeezed to ``()``."""
 

@@ -9,15 +9,16 @@ back to eager (with ``CompileFallbackWarning``); without one the global RNG is u
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from ._numerics import as_per_sample, per_sample_norm
 
-Probe = Literal["rademacher", "gaussian", "sphere"]
-PROBES: tuple[Probe, ...] = ("rademacher", "gaussian", "sphere")
+from ._typing import Probe, choices
+
+PROBES = choices(Probe)
 
 
 def probes(

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Callable
 
-import optree
 import torch
 from torch import nn
 
-from ._compile import maybe_compile
-from ._engine import check_result, flags, grad_step, refuse_transforms
-from ._functionalize import match_names, match_tensor
+from ._checks import match_names, match_tensor
+from ._engine import build_step
 from ._typing import CompileOption, LossFn, Params, PyTree
-from .optim._transforms import GradientTransformation, apply_updates
+from .optim._transforms import GradientTransformation
 
 
 def make_step(
@@ -48,38 +45,25 @@ def make_step(
             f"(e.g. optim.adam(1e-3)), got {type(optimizer).__name__}. For a torch.optim "
             "optimizer, use value_and_grad and apply_grads."
         )
-    gstep = grad_step(api, loss, argnums=0, has_aux=False)
-
-    def train_step(params: Params, state: PyTree, *batch: Any) -> Any:
-        value, _, grads = gstep(params, *batch)
-        updates, state = optimizer.update(grads, state, params)
-        new_params = apply_updates(params, updates)
-        fl = flags(value, grads, new_params) if check else None
-        return new_params, state, value, grads, fl
-
-    run = maybe_compile(api, train_step, compile, (0, 1))
+    run = build_step(api, loss, optimizer=optimizer, compile=compile, check=check,
+                     hint="Check the data and the optimizer's settings (learning rate, betas, eps).")
 
     def step(params: Params, state: PyTree, *batch: Any) -> tuple[Params, PyTree, torch.Tensor]:
-        if check:
-            refuse_transforms(api)
-        new_params, state, value, grads, fl = run(params, state, *batch)
-        if check:
-            check_result(api, value, grads, fl, hint="Check the data and the optimizer's settings "
-                         "(learning rate, betas, eps).", params=new_params)
-        return new_params, state, value
+        result = run(params, state, *batch)
+        return result.params, result.state, result.value
 
     return step
 
 
-def apply_grads(target: nn.Module | Params, grads: Params, /) -> None:
-    """Store ``grads`` as ``.grad`` so that a ``torch.optim`` optimizer can step.
+def apply_grads(module: nn.Module, grads: Params, /) -> None:
+    """Store ``grads`` as the module's ``.grad`` so that a ``torch.optim`` optimizer can step.
 
     Args:
-      target: the module (recommended): each of its parameters gets ``grads[name]`` as
-        ``.grad``, except frozen ones (``requires_grad=False``), which get none, exactly as
-        after ``loss.backward()``. Build the optimizer on ``model.parameters()``. The params
-        from :func:`functionalize` alias the module's, so they see the update. A params
-        dict is accepted for one release (deprecated: it cannot see frozen layers).
+      module: the module whose params :func:`functionalize` returned. Each trainable
+        parameter gets ``grads[name]`` as ``.grad``; frozen ones (``requires_grad=False``)
+        get none, exactly as after ``loss.backward()``. Build the optimizer on
+        ``model.parameters()``. The params from :func:`functionalize` alias the module's,
+        so they see the update.
       grads: from :func:`value_and_grad`, shaped like the params.
 
     Example:
@@ -90,25 +74,17 @@ def apply_grads(target: nn.Module | Params, grads: Params, /) -> None:
       >>> apply_grads(model, grads); opt.step()
     """
     api = "apply_grads"
-    if isinstance(target, nn.Module):
-        named = dict(target.named_parameters())
-        match_names(api, named, grads, "grads")
-        for name, p in named.items():
-            match_tensor(api, f"grads[{name!r}]", grads[name], p)
-            p.grad = grads[name].detach() if p.requires_grad else None
-        return
-    warnings.warn(
-        "apply_grads(params, grads) is deprecated: pass the module, apply_grads(model, grads), "
-        "and build the optimizer on model.parameters().", DeprecationWarning, stacklevel=2,
-    )
-    p_paths, p_leaves, p_spec = optree.tree_flatten_with_path(target)
-    g_leaves, g_spec = optree.tree_flatten(grads)
-    if p_spec != g_spec:
-        raise ValueError(
-            f"{api}: grads must have the structure of params; got params {p_spec} "
-            f"and grads {g_spec}."
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f"{api}: expected the nn.Module to write .grad into, got {type(module).__name__}. "
+            "Pass the module: apply_grads(model, grads), and build the optimizer on model.parameters()."
         )
-    for path, p, g in zip(p_paths, p_leaves, g_leaves):
-        if not isinstance(g, torch.Tensor) or g.shape != p.shape:
-            raise ValueError(f"{api}: grads{list(path)} does not match the shape of params{list(path)} {list(p.shape)}.")
-        p.grad = g.detach()
+    named = dict(module.named_parameters())
+    trainable = {k: p for k, p in named.items() if p.requires_grad}
+    match_names(api, trainable, grads, "grads", frozen=[k for k in named if k not in trainable])
+    for name, p in named.items():
+        if name in trainable:
+            match_tensor(api, f"grads[{name!r}]", grads[name], p)
+            p.grad = grads[name].detach()
+        else:
+            p.grad = None

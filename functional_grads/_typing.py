@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Literal, Union
+from typing import Any, Callable, Dict, Literal, Union, get_args
 
 from torch import Tensor
 
@@ -33,5 +33,27 @@ Randomness = Literal["error", "different", "same"]
 JacobianMode = Literal["auto", "rev", "fwd"]
 """Reverse mode (one VJP per output), forward mode (one JVP per input), or chosen by size."""
 
+Probe = Literal["rademacher", "gaussian", "sphere"]
+"""The kind of random probe vector of the stochastic estimators."""
+
+LaplacianMethod = Literal["auto", "hessian", "forward", "taylor", "hutchinson", "stde"]
+"""How ``laplacian`` computes. Names shared by every operator: ``"auto"``; an exact method
+that forms the full derivative matrix is named after it (``"hessian"``, ``"jacobian"``);
+``"forward"`` is directional forward mode; ``"hutchinson"`` random probes."""
+
+DivergenceMethod = Literal["auto", "jacobian", "forward", "hutchinson"]
+"""How ``divergence`` computes (names as in :data:`LaplacianMethod`)."""
+
+JacobianPenaltyMethod = Literal["jacobian", "hutchinson"]
+"""How ``jacobian_penalty`` computes (names as in :data:`LaplacianMethod`)."""
+
+GradReduction = Literal["elements", "samples"]
+"""How a squared gradient error averages: over all ``B * D`` elements, or per sample."""
+
 CompileOption = Union[bool, Dict[str, Any]]
 """False (eager), True (inductor) or a dict of ``torch.compile`` keyword arguments."""
+
+
+def choices(literal: Any) -> tuple[Any, ...]:
+    """The allowed values of a ``Literal`` alias: the one list that checks use."""
+    return get_args(literal)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Literal, overload
 
-from torch import Tensor
-
-from ._compile import maybe_compile
-from ._engine import check_result, flags, grad_step, refuse_transforms
+from ._engine import build_step
 from ._typing import CompileOption, LossFn
 
 
@@ -55,24 +52,11 @@ def value_and_grad(
       >>> value_and_grad(loss)({"w": torch.ones(2)}, torch.ones(2))
       (tensor(4.), {'w': tensor([4., 4.])})
     """
-    api = "value_and_grad"
-    step = grad_step(api, loss, argnums=argnums, has_aux=has_aux)
-    static = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-
-    def checked_step(*args: Any) -> Any:
-        value, aux, grads = step(*args)
-        return value, aux, grads, flags(value, grads)
-
-    run = maybe_compile(api, checked_step if check else step, compile, static)
+    step = build_step("value_and_grad", loss, argnums=argnums, has_aux=has_aux, compile=compile, check=check)
 
     def value_and_grad_fn(*args: Any) -> Any:
-        if check:
-            refuse_transforms(api)
-            value, aux, grads, fl = run(*args)
-            check_result(api, value, grads, fl, hint=_empty_batch_hint(args, static))
-        else:
-            value, aux, grads = run(*args)
-        return ((value, aux) if has_aux else value), grads
+        result = step(*args)
+        return ((result.value, result.aux) if has_aux else result.value), result.grads
 
     return value_and_grad_fn
 
@@ -109,10 +93,3 @@ def grad(
         return (grads, out[1]) if has_aux else grads
 
     return grad_fn
-
-
-def _empty_batch_hint(args: tuple[Any, ...], static: tuple[int, ...]) -> str:
-    """A better hint than "check the data" when the batch is empty."""
-    empty = [i for i, a in enumerate(args) if i not in static and isinstance(a, Tensor) and a.ndim and a.shape[0] == 0]
-    return (f"Argument(s) {empty} are empty batches: a mean over no samples is NaN. Skip empty batches."
-            if empty else "")

@@ -1,6 +1,6 @@
 """Seed 002 done right: fit V(x) so that grad V matches sampled gradients 2 P x.
 
-Run ``python -m functional_grads.demo [--compile] [--steps N]``. It samples
+Run ``python -m functional_grads.demo [--compile] [--steps N] [--seed S] [--threads T]``. It samples
 ``grad V(x) = 2 P x`` on the seed's 10 x 10 grid over [-3, 3]^2, fits a smooth MLP by
 gradient matching (an outer gradient through per-sample input gradients), and prints
 the recovered ``2 P``: the fitted V's input Hessian averaged over the grid.
@@ -26,11 +26,17 @@ def seed_data(n_side: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m functional_grads.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step")
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
+    parser.add_argument("--seed", type=int, default=0, help="torch's random seed (default 0)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: small steps run fastest on one thread, and a "
+                             "shared CPU can make torch's default pool 5-80x slower); 0 keeps torch's default")
     args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    print(f"torch threads: {torch.get_num_threads()}")
     torch.manual_seed(args.seed)
 
     X, S = seed_data()

@@ -80,6 +80,30 @@ def scenario_nan(rank, world):
     return None
 
 
+def scenario_empty_global(rank, world):
+    f, params = fg.functionalize(mlp(3, 4, 1, seed=1))
+    X, _, dY = _data(8)
+    opt = fg.optim.sgd(0.1)
+    try:
+        fg.distributed.data_parallel(fg.losses.gradient_matching(f), opt)(params, opt.init(params), X[:0], dY[:0])
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def scenario_frozen(rank, world):
+    """A frozen first layer is not trained, and the rest trains as in one process."""
+    model = mlp(3, 8, 2, seed=1)
+    model[0].requires_grad_(False)
+    f, params = fg.functionalize(model)
+    X, _, dY = _data()
+    loss, opt = fg.losses.gradient_matching(f), fg.optim.adam(1e-2)
+    reference = _train(fg.make_step(loss, opt), params, opt, (X, dY), 10)
+    ours = _train(fg.distributed.data_parallel(loss, opt), params, opt,
+                  (_shard(X, rank, world), _shard(dY, rank, world)), 10)
+    return {"keys": sorted(ours), "vs_single": _max_diff(ours, reference)}
+
+
 def scenario_layout(rank, world):
     _, params = fg.functionalize(mlp(3, 4 + (rank == world - 1), 1, seed=rank))
     try:
@@ -131,6 +155,10 @@ def main(rank, world, port, out_dir, scenarios):
                 results[name] = scenario_equal(rank, world, False, losses=("sobolev",), sizes=[101] + [0] * (world - 1))
             elif name == "nan":
                 results[name] = scenario_nan(rank, world)
+            elif name == "empty_global":
+                results[name] = scenario_empty_global(rank, world)
+            elif name == "frozen":
+                results[name] = scenario_frozen(rank, world)
             elif name == "layout":
                 results[name] = scenario_layout(rank, world)
             elif name == "ddp":

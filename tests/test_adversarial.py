@@ -86,13 +86,25 @@ def test_random_start_compiles():
     assert torch.isfinite(value) and set(grads) == set(params)
 
 
-def test_settings_as_keywords_are_a_deprecated_alias():
+def test_settings_as_keywords_were_removed_in_0_3():
+    f, _ = fg.functionalize(mlp(2, 4, 1))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'eps'"):
+        fg.losses.adversarial(f, mse, eps=0.2, steps=2)
+    with pytest.raises(TypeError, match="attack must be a functional_grads.Attack, got float"):
+        fg.losses.adversarial(f, mse, 0.2)
+
+
+def test_attack_settings_errors_name_the_function_called():
     f, params = fg.functionalize(mlp(2, 4, 1))
-    X, Y = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
-    with pytest.warns(DeprecationWarning, match="Attack"):
-        old = fg.losses.adversarial(f, mse, eps=0.2, steps=2)
-    new = fg.losses.adversarial(f, mse, fg.Attack(eps=0.2, steps=2))
-    assert torch.equal(old(params, X, Y), new(params, X, Y))
+    X, Y = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"^pgd: eps must be a non-negative"):
+        fg.pgd(f, params, X, Y, loss_fn=mse, eps=-0.1)
+    with pytest.raises(ValueError, match=r"^pgd: norm must be one of \('linf', 'l2'\), got 'l1'"):
+        fg.pgd(f, params, X, Y, loss_fn=mse, eps=0.1, norm="l1")
+    with pytest.raises(ValueError, match=r"^fgsm: clip_min \(1.0\) must not exceed clip_max"):
+        fg.fgsm(f, params, X, Y, loss_fn=mse, eps=0.1, clip_min=1.0, clip_max=0.0)
+    with pytest.raises(ValueError, match=r"^Attack: steps must be a positive int"):
+        fg.Attack(eps=0.1, steps=0)
 
 
 def test_targeted_and_clipped_attack_in_the_loss():

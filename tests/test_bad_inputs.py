@@ -94,7 +94,7 @@ CASES = [
     ("sobolev Y misshaped", lambda: fg.losses.sobolev(f)(P, X, Y[:2], X), _raises(ValueError, "Y must hold one value per sample")),
     ("sobolev negative weight", lambda: fg.losses.sobolev(f, grad_weight=-1.0), _raises(ValueError, "grad_weight must be a non-negative")),
     ("sobolev NaN weight", lambda: fg.losses.sobolev(f, value_weight=math.nan), _raises(ValueError, "value_weight must be a non-negative")),
-    ("reduction typo", lambda: fg.losses.gradient_matching(f, reduction="sum"), _raises(ValueError, "reduction must be 'elements' or 'samples'")),
+    ("reduction typo", lambda: fg.losses.gradient_matching(f, reduction="sum"), _raises(ValueError, r"gradient_matching: reduction must be one of \('elements', 'samples'\), got 'sum'")),
     ("penalty norm typo", lambda: fg.losses.gradient_penalty(f, norm="l3"), _raises(ValueError, "norm must be one of")),
     ("penalty target negative", lambda: fg.losses.gradient_penalty(f, target=-1.0), _raises(ValueError, "target must be a non-negative")),
     ("penalty target inf", lambda: fg.losses.gradient_penalty(f, target=math.inf), _raises(ValueError, "target must be a non-negative number \\(finite\\)")),
@@ -117,7 +117,7 @@ CASES = [
     ("random_start typo", lambda: fg.Attack(eps=0.1, random_start="ball"), _raises(ValueError, "random_start must be False, True or 'volume'")),
     ("targets per sample", lambda: fg.pgd(f, P, X, Y[:2], loss_fn=mse, eps=0.1), _raises(ValueError, "Y must hold one target per sample")),
     ("adversarial eps zero", lambda: fg.losses.adversarial(f, mse, fg.Attack(eps=0.0)), _raises(ValueError, "eps must be positive")),
-    ("adversarial no attack", lambda: fg.losses.adversarial(f, mse), _raises(TypeError, "pass the attack's settings")),
+    ("adversarial no attack", lambda: fg.losses.adversarial(f, mse), _raises(TypeError, "missing 1 required positional argument: 'attack'")),
     ("perturb with a dict", lambda: fg.perturb(f, mse, {"eps": 0.1}), _raises(TypeError, "attack must be a functional_grads.Attack")),
     ("fgsm equals the closed form", lambda: fg.fgsm(f, P, X, Y, loss_fn=mse, eps=0.1), ("value", lambda: X + 0.1 * _loss_grad().sign())),
     ("robust_accuracy float labels", lambda: fg.robust_accuracy(f, P, X, Y, loss_fn=mse, epsilons=[0.0]), _raises(TypeError, "labels must be an integer tensor")),
@@ -158,6 +158,22 @@ CASES = [
     ("grad of gradient matching equals autograd", lambda: fg.grad(gm)(P, X, X)["0.weight"], ("value", lambda: _autograd_gm()["0.weight"])),
     # --- distributed without a process group ---
     ("data_parallel without init", lambda: fg.distributed.data_parallel(gm, optim.sgd(0.1)), _raises(RuntimeError, "init_process_group")),
+    # --- errors that were raw or misleading (issue: one step core, nothing silently wrong) ---
+    ("robust_accuracy no epsilons", lambda: fg.robust_accuracy(f, P, X, Y[:, 0].long(), loss_fn=mse, epsilons=[]), _raises(ValueError, "robust_accuracy: epsilons must be a non-empty sequence")),
+    ("optimizer state of other params", lambda: fg.make_step(gm, optim.adam(0.1))(P, optim.adam(0.1).init({"w": P["0.weight"]}), X, X), _raises(ValueError, r"make_step: opt_state does not fit params.*optimizer.init\(params\)")),
+    ("laplacian weights with NaN", lambda: fg.laplacian(f, weights=torch.tensor([[1.0, math.nan], [math.nan, 1.0]], dtype=F64), dims=[0, 1])(P, X), _raises(ValueError, "laplacian: weights holds NaN or Inf")),
+    ("laplacian dropout, randomness different", lambda: _dropout_op(lambda g: fg.laplacian(g, randomness="different")).shape, ("value", lambda: torch.Size([5]))),
+    ("derivatives dropout, randomness same", lambda: _dropout_op(lambda g: fg.derivatives(g, randomness="same"))[2].shape, ("value", lambda: torch.Size([5]))),
+    ("taylor dropout, randomness same", lambda: _dropout_op(lambda g: fg.laplacian(g, method="taylor", randomness="same")).shape, ("value", lambda: torch.Size([5]))),
+    ("divergence dropout, randomness same", lambda: _dropout_op(lambda g: fg.divergence(g, randomness="same"), d_out=3).shape, ("value", lambda: torch.Size([5]))),
+    ("jacfwd dropout, randomness different", lambda: _dropout_op(lambda g: fg.input_jacobian(g, mode="fwd", randomness="different")).shape, ("value", lambda: torch.Size([5, 1, 3]))),
+    ("input_hessian with a backward hook", lambda: _hooked(lambda g: fg.input_hessian(g)), _raises(ValueError, r"input_hessian: submodule '0' \(Linear\) has a backward hook.*handle.remove\(\)")),
+    ("input_jacobian with a backward hook", lambda: _hooked(lambda g: fg.input_jacobian(g)), _raises(ValueError, "input_jacobian: submodule '0' .* backward hook")),
+    ("frozen key passed in params", lambda: _frozen()[0](P, X), _raises(ValueError, r"f\(params, x\): params holds \['0.weight', '0.bias'\], which the module has frozen")),
+    ("frozen after functionalize", lambda: _frozen(after=True)[0](P, X), _raises(ValueError, r"was frozen \(requires_grad changed\) after functionalize.*functionalize\(module\) again")),
+    ("load_params of a frozen key", lambda: fg.load_params(_frozen()[1], P), _raises(ValueError, r"load_params: params holds \['0.weight', '0.bias'\], which the module has frozen")),
+    ("apply_grads with a params dict", lambda: fg.apply_grads(P, P), _raises(TypeError, r"apply_grads: expected the nn.Module to write .grad into, got dict.*apply_grads\(model, grads\)")),
+    ("numeric norm", lambda: fg.losses.gradient_penalty(f, norm=math.inf), _raises(ValueError, r"gradient_penalty: norm must be one of .*got inf; write norm='linf'")),
     # --- testing ---
     ("check_grads args not a tuple", lambda: fg.testing.check_grads(lambda x: x, torch.ones(2)), _raises(TypeError, "args must be a tuple")),
     ("check_grads order 3", lambda: fg.testing.check_grads(lambda x: x, (torch.ones(2),), order=3), _raises(ValueError, "order must be 1 or 2")),
@@ -177,6 +193,28 @@ def _lstm():
 def _dropout(randomness):
     g, p = fg.functionalize(nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Linear(4, 1)).double())
     return fg.input_grad(g, randomness=randomness)(p, X)
+
+
+def _dropout_op(op, d_out=1):
+    g, p = fg.functionalize(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Dropout(0.5), nn.Linear(4, d_out)).double())
+    return op(g)(p, X)
+
+
+def _hooked(op):
+    model = mlp(3, 4, 1)
+    model[0].register_full_backward_hook(lambda *a: None)
+    g, p = fg.functionalize(model)
+    return op(g)(p, X)
+
+
+def _frozen(after=False):
+    model = mlp(3, 4, 1)
+    if not after:
+        model[0].requires_grad_(False)
+    g, p = fg.functionalize(model)
+    if after:
+        model[0].requires_grad_(False)
+    return g, model
 
 
 def _loss_grad():

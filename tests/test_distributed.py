@@ -34,7 +34,7 @@ def _run(world, scenarios, tmp_path, timeout=240):
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    return _run(2, ["eager", "empty", "nan", "layout", "compiled", "ddp"], tmp_path_factory.mktemp("dp2"))
+    return _run(2, ["eager", "empty", "nan", "layout", "compiled", "ddp", "empty_global", "frozen"], tmp_path_factory.mktemp("dp2"))
 
 
 def test_two_ranks_equal_single_process_training_uneven_shards(two_ranks):
@@ -52,6 +52,17 @@ def test_compiled_step_with_the_collective_inside(two_ranks):
     for r in two_ranks:
         res = r["compiled"]["gradient_matching"]
         assert res["fallbacks"] == [] and res["vs_single"] < 1e-12 and res["replicas"] == 0.0
+
+
+def test_an_empty_global_batch_is_named_on_every_rank(two_ranks):
+    for r in two_ranks:
+        assert r["empty_global"] is not None and "global batch is empty (0 samples on every rank)" in r["empty_global"]
+
+
+def test_frozen_layers_are_not_trained_data_parallel(two_ranks):
+    for r in two_ranks:
+        assert r["frozen"]["keys"] == ["2.bias", "2.weight", "4.bias", "4.weight"]
+        assert r["frozen"]["vs_single"] < 1e-12
 
 
 def test_nan_on_one_rank_raises_on_every_rank(two_ranks):

@@ -82,5 +82,5 @@ def test_bad_arguments():
         fg.make_step(fg.losses.gradient_matching(f), torch.optim.SGD(params.values(), lr=0.1))
     with pytest.raises(ValueError, match="lr must be a positive number"):
         fg.optim.adam(-1.0)
-    with pytest.raises(ValueError, match=r"apply_grads: grads does not match the module's parameters \(missing: \['0.bias'"):
+    with pytest.raises(ValueError, match=r"apply_grads: grads does not match the module's trainable parameters \(missing: \['0.bias'"):
         fg.apply_grads(model, {"0.weight": params["0.weight"]})

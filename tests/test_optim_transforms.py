@@ -47,15 +47,18 @@ def test_a_schedule_sees_the_step_count():
     torch.testing.assert_close(updates["w"], torch.tensor([-0.1 / 3]))
 
 
-def test_weight_decay_keyword_is_a_deprecated_alias():
-    params = _params()
-    grads = {k: torch.ones_like(v) for k, v in params.items()}
-    with pytest.warns(DeprecationWarning, match="add_decayed_weights"):
-        old = optim.sgd(0.1, momentum=0.9, weight_decay=0.1)
-    new = optim.chain(optim.add_decayed_weights(0.1), optim.sgd(0.1, momentum=0.9))
-    a, _ = old.update(grads, old.init(params), params)
-    b, _ = new.update(grads, new.init(params), params)
-    assert all(torch.equal(a[k], b[k]) for k in params)
+def test_weight_decay_keyword_was_removed_in_0_3():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'weight_decay'"):
+        optim.sgd(0.1, momentum=0.9, weight_decay=0.1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'weight_decay'"):
+        optim.adam(0.1, weight_decay=0.1)
+
+
+def test_make_step_has_one_spelling():
+    with pytest.warns(DeprecationWarning, match="use functional_grads.make_step"):
+        assert optim.make_step is fg.make_step
+    with pytest.raises(AttributeError, match="no attribute 'typo'"):
+        optim.typo  # noqa: B018
 
 
 @pytest.mark.parametrize("make, match", [

@@ -50,7 +50,7 @@ def test_jacobian_penalty_exact_and_projection(problem):
     assert_close(exact(params, X), fg.input_jacobian(f)(params, X).pow(2).sum((1, 2)).mean())
     check_grads(exact, (params, X), order=2)
     proj = lambda p, x: fg.losses.jacobian_penalty(  # noqa: E731  the same draws every call
-        f, method="projection", num_projections=3, generator=torch.Generator().manual_seed(0))(p, x)
+        f, method="hutchinson", num_samples=3, generator=torch.Generator().manual_seed(0))(p, x)
     check_grads(proj, (params, X))
     assert torch.equal(proj(params, X), proj(params, X))
 
@@ -59,7 +59,7 @@ def test_projection_estimator_is_unbiased():
     f, params = fg.functionalize(mlp(3, 8, 1, d_out=4))
     X = torch.randn(4, 3, dtype=torch.float64)
     exact = fg.losses.jacobian_penalty(f)(params, X)
-    loss = fg.losses.jacobian_penalty(f, method="projection", generator=torch.Generator().manual_seed(0))
+    loss = fg.losses.jacobian_penalty(f, method="hutchinson", generator=torch.Generator().manual_seed(0))
     draws = torch.stack([loss(params, X) for _ in range(400)])
     stderr = draws.std() / math.sqrt(len(draws))
     assert abs(draws.mean() - exact) < 4 * stderr
@@ -70,14 +70,14 @@ def test_bad_options():
     f, _ = fg.functionalize(mlp(2, 4, 1))
     with pytest.raises(ValueError, match=r"norm must be one of \('l1', 'l2', 'linf'\)"):
         fg.losses.gradient_penalty(f, norm=3)
-    with pytest.raises(DeprecationWarning, match="norm=2 is deprecated; write norm='l2'"):
+    with pytest.raises(ValueError, match=r"norm must be one of .*got 2; write norm='l2'"):
         fg.losses.gradient_penalty(f, norm=2)
     with pytest.raises(ValueError, match="target must be a non-negative"):
         fg.losses.gradient_penalty(f, target=-1)
-    with pytest.raises(ValueError, match="method must be"):
-        fg.losses.jacobian_penalty(f, method="hutchinson")
-    with pytest.raises(ValueError, match="num_projections"):
-        fg.losses.jacobian_penalty(f, method="projection", num_projections=0)
+    with pytest.raises(ValueError, match=r"jacobian_penalty: method must be one of \('jacobian', 'hutchinson'\)"):
+        fg.losses.jacobian_penalty(f, method="projections")
+    with pytest.raises(ValueError, match="num_samples must be a positive int"):
+        fg.losses.jacobian_penalty(f, method="hutchinson", num_samples=0)
 
 
 def test_penalties_compile_and_equal_eager():
@@ -98,7 +98,7 @@ def test_penalties_compile_and_equal_eager():
         else:
             torch.testing.assert_close(compiled, fg.value_and_grad(loss)(*args), rtol=1e-5, atol=1e-5)
     # The projection estimator compiles with the global RNG: same draws, same value.
-    proj = fg.losses.jacobian_penalty(f, method="projection", num_projections=2)
+    proj = fg.losses.jacobian_penalty(f, method="hutchinson", num_samples=2)
     torch.manual_seed(5)
     eager = fg.value_and_grad(proj)(params, X)
     with warnings.catch_warnings():
@@ -108,3 +108,18 @@ def test_penalties_compile_and_equal_eager():
         torch.manual_seed(5)
         compiled = step(params, X)
     torch.testing.assert_close(compiled[0], eager[0], rtol=1e-5, atol=1e-5)
+
+
+def test_former_spellings_warn_and_mean_the_same():
+    f, params = fg.functionalize(mlp(3, 4, 1, d_out=2))
+    X = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.warns(DeprecationWarning, match="method='exact' is deprecated; write method='jacobian'"):
+        old = fg.losses.jacobian_penalty(f, method="exact")
+    assert torch.equal(old(params, X), fg.losses.jacobian_penalty(f, method="jacobian")(params, X))
+    with pytest.warns(DeprecationWarning, match="num_projections= is deprecated; write num_samples=3"):
+        old = fg.losses.jacobian_penalty(f, method="hutchinson", num_projections=3,
+                                         generator=torch.Generator().manual_seed(0))
+    new = fg.losses.jacobian_penalty(f, method="hutchinson", num_samples=3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(old(params, X), new(params, X))
+    with pytest.warns(DeprecationWarning, match="method='projection' is deprecated; write method='hutchinson'"):
+        fg.losses.jacobian_penalty(f, method="projection")

@@ -28,7 +28,7 @@ def test_sliced_score_matching_is_unbiased(probe):
     s, params = _score_model()
     X = torch.randn(4, 3, dtype=torch.float64)
     exact = fg.losses.score_matching(s)(params, X)
-    loss = fg.losses.sliced_score_matching(s, num_projections=2, probe=probe, generator=torch.Generator().manual_seed(0))
+    loss = fg.losses.sliced_score_matching(s, num_samples=2, probe=probe, generator=torch.Generator().manual_seed(0))
     draws = torch.stack([loss(params, X) for _ in range(400)])
     assert abs(draws.mean() - exact) < 4 * draws.std() / math.sqrt(400)
 
@@ -64,3 +64,12 @@ def test_pde_losses():
         fg.losses.pde_residual(lambda p, X: lap(p, X)[:, None])(params, X)
     with pytest.raises(ValueError, match="target must hold one value per sample"):
         fg.losses.dirichlet(f)(params, X, torch.zeros(4, dtype=torch.float64))
+
+
+def test_sliced_score_matching_former_spelling_warns():
+    s, params = fg.functionalize(mlp(2, 4, 1, d_out=2))
+    X = torch.randn(4, 2, dtype=torch.float64)
+    with pytest.warns(DeprecationWarning, match="sliced_score_matching: num_projections= is deprecated"):
+        old = fg.losses.sliced_score_matching(s, num_projections=2, generator=torch.Generator().manual_seed(0))
+    new = fg.losses.sliced_score_matching(s, num_samples=2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(old(params, X), new(params, X))

@@ -19,11 +19,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .. import _checks
-from .._compile import maybe_compile
-from .._engine import check_result, grad_step
-from .._engine import flags as result_flags
+from .._engine import build_step
 from .._typing import CompileOption, LossFn, Params, PyTree
-from ..optim._transforms import GradientTransformation, apply_updates
+from ..optim._transforms import GradientTransformation
 
 
 def broadcast_params(params: Params, /, *, src: int = 0, group: Any = None) -> Params:
@@ -110,7 +108,8 @@ def data_parallel(
     loss are averaged over the **global sample count** (each rank weighs its mean by its
     local batch size), so uneven shards and empty shards give the full-batch answer; the
     functional optimizer then updates identically on every rank. One all-reduce per step
-    carries the gradients x n, the loss x n, n, and a non-finite flag per rank.
+    carries the gradients x n, the loss x n, n, and a non-finite flag per rank. The step
+    is :func:`functional_grads.make_step`'s core with the reduction in the middle.
 
     Args:
       loss: ``loss(params, *batch) -> []``, a mean over the batch's samples (every loss
@@ -120,7 +119,8 @@ def data_parallel(
       compile: one compiled graph for the whole step, collective included (functional
         collectives); falls back to eager with ``CompileFallbackWarning``.
       check: after the reduction, every rank raises the same ``FloatingPointError`` if a
-        rank's gradient was non-finite, naming the rank(s); no rank is left waiting.
+        rank's gradient was non-finite, naming the rank(s), and the same ``ValueError`` if
+        the global batch is empty; no rank is left waiting.
 
     Start from equal params on every rank: see :func:`broadcast_params`.
     """
@@ -130,47 +130,43 @@ def data_parallel(
                         f"got {type(optimizer).__name__}.")
     world = _world(api, group)
     rank = dist.get_rank(group)
-    gstep = grad_step(api, loss, argnums=0, has_aux=False)
 
-    def reduce_and_update(params: Params, state: PyTree, value: Tensor, grads: Params, n: Any) -> Any:
+    def local_loss(params: Params, *batch: Any) -> Tensor:
+        if _count(api, batch) == 0:  # an empty shard: weight 0, no loss to evaluate
+            leaves = [t for t in optree.tree_leaves(params) if isinstance(t, Tensor)]
+            return sum(((t * 0).sum() for t in leaves), torch.zeros(()))
+        return loss(params, *batch)
+
+    def reduce(value: Tensor, grads: Params, batch: tuple[Any, ...]) -> tuple[Tensor, Params, Tensor]:
         leaves, spec = optree.tree_flatten(grads)
         dtype = _common_dtype(leaves)
-        count = value.new_ones((), dtype=dtype) * n
+        count = value.new_ones((), dtype=dtype) * _count(api, batch)
         local = torch.cat([_flat(leaves, dtype) * count, (value.to(dtype) * count).reshape(1)])
         # one slot per rank: 1 where that rank's contribution holds NaN/Inf
         bad = (torch.arange(world, device=local.device) == rank).to(dtype) * (~torch.isfinite(local).all()).to(dtype)
         total = _all_reduce(torch.cat([local, count.reshape(1), bad]), group)
-        size = local.numel()
-        n_total, flags = total[size], total[size + 1:]
-        mean = total[:size] / n_total
-        grads = optree.tree_unflatten(spec, _unflat(mean[:-1], leaves))
-        updates, state = optimizer.update(grads, state, params)
-        return apply_updates(params, updates), state, mean[-1].to(value.dtype), grads, flags
+        sums, n_total, info = total[:local.numel()], total[local.numel()], total[local.numel():]
+        mean = sums / n_total.clamp_min(1)  # an empty global batch is reported by check_reduced
+        return mean[-1].to(value.dtype), optree.tree_unflatten(spec, _unflat(mean[:-1], leaves)), info
 
-    def train_step(params: Params, state: PyTree, *batch: Any) -> Any:
-        value, _, grads = gstep(params, *batch)
-        return reduce_and_update(params, state, value, grads, _count(api, batch))
+    def check_reduced(info: Tensor) -> None:
+        n_total, *flags = info.tolist()
+        if n_total == 0:
+            raise ValueError(f"{api}: the global batch is empty (0 samples on every rank), so there is no "
+                             "loss to average. Skip steps whose shards are all empty.")
+        bad = [r for r, flag in enumerate(flags) if flag]
+        if bad:
+            raise FloatingPointError(
+                f"{api}: non-finite loss or gradient on rank(s) {bad} (this is rank {rank}); "
+                "every rank raises this error. Check those ranks' data for NaN/Inf, lower "
+                "the learning rate, or look for a norm/sqrt/log evaluated at 0 inside the loss.")
 
-    def empty_step(params: Params, state: PyTree, *batch: Any) -> Any:
-        zeros = optree.tree_map(torch.zeros_like, params)
-        value = optree.tree_leaves(params)[0].new_zeros(())
-        return reduce_and_update(params, state, value, zeros, 0)
-
-    run = maybe_compile(api, train_step, compile, (0, 1))
-    run_empty = maybe_compile(api, empty_step, compile, (0, 1))
+    run = build_step(api, local_loss, optimizer=optimizer, reduce=reduce,
+                     check_reduced=check_reduced if check else None, compile=compile, check=check)
 
     def step(params: Params, state: PyTree, *batch: Any) -> tuple[Params, PyTree, Tensor]:
-        n = _count(api, batch)
-        new_params, state, value, grads, flags = (run_empty if n == 0 else run)(params, state, *batch)
-        if check:
-            bad = flags.nonzero().flatten().tolist()
-            if bad:
-                raise FloatingPointError(
-                    f"{api}: non-finite loss or gradient on rank(s) {bad} (this is rank {rank}); "
-                    "every rank raises this error. Check those ranks' data for NaN/Inf, lower "
-                    "the learning rate, or look for a norm/sqrt/log evaluated at 0 inside the loss.")
-            check_result(api, value, grads, result_flags(value, grads, new_params), params=new_params)
-        return new_params, state, value
+        result = run(params, state, *batch)
+        return result.params, result.state, result.value
 
     return step
 

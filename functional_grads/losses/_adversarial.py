@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Callable
 
 import optree
@@ -16,22 +15,20 @@ from .._typing import PerSampleFn, Randomness
 def adversarial(
     f: PerSampleFn,
     loss_fn: LossOnOutput,
-    attack: Attack | None = None,
+    attack: Attack,
     /,
     *,
     differentiable: bool = False,
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,
     randomness: Randomness = "error",
-    **legacy: Any,
 ) -> Callable[..., Tensor]:
     """The loss at the FGSM (``steps=1``) or PGD perturbation of each input.
 
     Args:
       f: ``f(params, x)``; loss_fn: ``loss_fn(out, y) -> scalar`` for one sample.
       attack: the perturbation's settings, an :class:`functional_grads.Attack` with
-        ``eps > 0`` (targeted attacks and ``clip_min``/``clip_max`` included). The
-        settings as keywords (``eps=..., steps=...``) are deprecated.
+        ``eps > 0`` (targeted attacks and ``clip_min``/``clip_max`` included).
       differentiable: False (default) treats the perturbation as data (Madry-style
         adversarial training); True also backpropagates through its construction (double
         backprop). With ``norm="linf"`` the sign has zero derivative, so only ``"l2"``
@@ -49,14 +46,6 @@ def adversarial(
       tensor(4.5000)
     """
     api = "adversarial"
-    if attack is None:
-        if "eps" not in legacy:
-            raise TypeError(f"{api}: pass the attack's settings, e.g. adversarial(f, loss_fn, Attack(eps=0.1, steps=5)).")
-        warnings.warn(f"{api}(f, loss_fn, eps=..., ...) is deprecated; write adversarial(f, loss_fn, "
-                      f"Attack(eps=..., ...)).", DeprecationWarning, stacklevel=2)
-        attack = Attack(**legacy)
-    elif legacy:
-        raise TypeError(f"{api}: unexpected keyword arguments {sorted(legacy)}: put the settings in the Attack.")
     if not isinstance(attack, Attack):
         raise TypeError(f"{api}: attack must be a functional_grads.Attack, got {type(attack).__name__}.")
     if attack.eps == 0:

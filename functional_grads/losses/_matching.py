@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 from torch import Tensor
 
 from .. import _checks
 from .._input_grad import input_grad, value_and_input_grad
 from .._numerics import safe_norm
-from .._typing import PerSampleFn, Randomness
-
-GradReduction = Literal["elements", "samples"]
+from .._typing import GradReduction, PerSampleFn, Randomness, choices
 
 
 def gradient_matching(
@@ -136,8 +134,7 @@ def gradient_alignment(
 
 
 def _check_reduction(api: str, reduction: Any) -> None:
-    if reduction not in ("elements", "samples"):
-        raise ValueError(f"{api}: reduction must be 'elements' or 'samples', got {reduction!r}.")
+    _checks.check_choice(api, "reduction", reduction, choices(GradReduction))
 
 
 def _squared_error(g: Tensor, target: Tensor, reduction: str) -> Tensor:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from .. import _checks, _random
 from .._input_grad import input_grad
-from .._numerics import norm_name, vector_norm
+from .._checks import norm_name
+from .._numerics import vector_norm
 from .._per_sample import map_samples, output_shape
-from .._typing import Norm, PerSampleFn, Randomness
-from ..operators._jacobian import input_jacobian
+from .._typing import JacobianPenaltyMethod, Norm, PerSampleFn, Randomness, choices
+from ..operators import input_jacobian
 
 
 def gradient_penalty(
@@ -84,20 +85,23 @@ def jacobian_penalty(
     f: PerSampleFn,
     /,
     *,
-    method: Literal["exact", "projection"] = "exact",
-    num_projections: int = 1,
+    method: JacobianPenaltyMethod = "jacobian",
+    num_samples: int = 1,
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,
     randomness: Randomness = "error",
+    num_projections: int | None = None,
 ) -> Callable[..., Tensor]:
     """Mean squared Frobenius norm of the per-sample input Jacobian.
 
     Args:
       f: ``f(params, x) -> out`` with any per-sample output shape.
-      method: ``"exact"`` forms each Jacobian; ``"projection"`` is the unbiased estimator
-        of Hoffman et al. 2019, ``n_out * E_v ||v^T J||^2`` with ``v`` uniform on the unit
-        sphere, at the cost of one VJP per projection.
-      num_projections: projections per sample (``"projection"`` only).
+      method: ``"jacobian"`` forms each Jacobian; ``"hutchinson"`` is the unbiased
+        estimator of Hoffman et al. 2019, ``n_out * E_v ||v^T J||^2`` with ``v`` uniform on
+        the unit sphere, at the cost of one VJP per projection. (``"exact"`` and
+        ``"projection"``, the former names, are deprecated.)
+      num_samples: projections per sample (``"hutchinson"`` only; ``num_projections`` is
+        its deprecated former name).
       generator: draws the projections (reproducible with a seeded generator). Under
         ``torch.compile`` a generator cannot be traced, so the step then runs eagerly
         (with a ``CompileFallbackWarning``); without one, the global RNG is used and it compiles.
@@ -112,24 +116,25 @@ def jacobian_penalty(
       tensor(6.)
     """
     api = "jacobian_penalty"
-    if method not in ("exact", "projection"):
-        raise ValueError(f"{api}: method must be 'exact' or 'projection', got {method!r}.")
-    _checks.check_number(api, "num_projections", num_projections, low=1, integer=True)
-    if method == "exact":
+    method = _checks.renamed_choice(api, "method", method, {"exact": "jacobian", "projection": "hutchinson"})
+    _checks.check_choice(api, "method", method, choices(JacobianPenaltyMethod))
+    num_samples = _checks.renamed(api, "num_samples", num_samples, "num_projections", num_projections)
+    _checks.check_number(api, "num_samples", num_samples, low=1, integer=True)
+    if method == "jacobian":
         jac = input_jacobian(f, chunk_size=chunk_size, randomness=randomness)
         return lambda params, X: jac(params, X).flatten(1).pow(2).sum(1).mean()
     shape_of = output_shape(api, f)
 
     def one(params: Any, x: Tensor, v: Tensor) -> Tensor:
         _, vjp_fn = torch.func.vjp(lambda y: f(params, y), x)  # type: ignore[misc]
-        u = torch.func.vmap(lambda vi: vjp_fn(vi)[0])(v)  # [P, *x_shape]
+        u = torch.func.vmap(lambda vi: vjp_fn(vi)[0])(v)  # [P, *x_shape]; no forward runs here
         return u.pow(2).flatten(1).sum(1).mean()
 
     def jacobian_penalty_loss(params: Any, X: Tensor) -> Tensor:
         _checks.check_batch(api, (params, X), 1)
         out_shape = shape_of(params, X)
         # Uniform on the sphere of radius sqrt(n_out): E[v v^T] = I, so E||v^T J||^2 = ||J||_F^2.
-        v = _random.probes(X, (X.shape[0], num_projections, *out_shape), "sphere",
+        v = _random.probes(X, (X.shape[0], num_samples, *out_shape), "sphere",
                            event_dims=len(out_shape), generator=generator)
         return map_samples(api, one, (params, X, v), argnums=1, chunk_size=chunk_size,
                            randomness=randomness, also=(2,)).mean()

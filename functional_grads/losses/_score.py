@@ -9,9 +9,9 @@ from torch import Tensor
 from torch.func import jvp
 
 from .. import _checks, _random
-from .._per_sample import map_samples, same_shape_output
-from .._typing import PerSampleFn, Randomness
-from ..operators._jacobian import divergence
+from .._per_sample import inner_randomness, map_samples, same_shape_output
+from .._typing import PerSampleFn, Probe, Randomness
+from ..operators import divergence
 
 
 def score_matching(score: PerSampleFn, /, *, chunk_size: int | None = None,
@@ -44,11 +44,12 @@ def sliced_score_matching(
     score: PerSampleFn,
     /,
     *,
-    num_projections: int = 1,
-    probe: _random.Probe = "gaussian",
+    num_samples: int = 1,
+    probe: Probe = "gaussian",
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,
     randomness: Randomness = "error",
+    num_projections: int | None = None,
 ) -> Callable[..., Tensor]:
     """Sliced score matching (Song et al. 2019): ``mean(v^T (d s / d x) v + (v^T s)^2 / 2)``.
 
@@ -57,14 +58,18 @@ def sliced_score_matching(
     term can be taken in closed form (``||s||^2 / 2``, "SSM-VR", lower variance): that is
     what is used for gaussian probes.
 
+    Args:
+      num_samples: projections per sample (``num_projections`` is its deprecated former name).
+      probe, generator, chunk_size, randomness: as in :func:`functional_grads.laplacian`.
+
     Returns:
       ``loss(params, X [B, *x_shape]) -> []``.
     """
     api = "sliced_score_matching"
     _checks.check_callable(api, score)
-    _checks.check_number(api, "num_projections", num_projections, low=1, integer=True)
-    if probe not in _random.PROBES:
-        raise ValueError(f"{api}: probe must be one of {_random.PROBES}, got {probe!r}.")
+    num_samples = _checks.renamed(api, "num_samples", num_samples, "num_projections", num_projections)
+    _checks.check_number(api, "num_samples", num_samples, low=1, integer=True)
+    _checks.check_choice(api, "probe", probe, _random.PROBES)
     field = same_shape_output(api, score, 1)
 
     def one(params: Any, x: Tensor, V: Tensor) -> Tensor:
@@ -74,11 +79,11 @@ def sliced_score_matching(
             second = 0.5 * (s * s).sum() if probe == "gaussian" else 0.5 * (v * s).sum() ** 2
             return (v * jv).sum() + second
 
-        return torch.func.vmap(along)(V).mean()
+        return torch.func.vmap(along, randomness=inner_randomness(randomness))(V).mean()
 
     def sliced_score_matching_loss(params: Any, X: Tensor) -> Tensor:
         X = _checks.check_batch(api, (params, X), 1)
-        V = _random.probes(X, (X.shape[0], num_projections, X[0].numel()), probe, generator=generator)
+        V = _random.probes(X, (X.shape[0], num_samples, X[0].numel()), probe, generator=generator)
         return map_samples(api, one, (params, X, V), argnums=1, chunk_size=chunk_size,
                            randomness=randomness, also=(2,)).mean()
 

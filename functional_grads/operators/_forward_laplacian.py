@@ -72,10 +72,13 @@ def supports(f: Any, X: Tensor, argnums: int) -> bool:
     if not (isinstance(f, FunctionalModule) and argnums == 1 and X.ndim == 2):
         return False
     module = f.module
-    return type(module) is nn.Sequential and f.hook_free() and all(
+    # Every layer in order, a shared (repeated) instance each time it runs, as
+    # Sequential.forward does; a weight shared between layers reads from params under one
+    # name only, so tied modules take the general path.
+    return type(module) is nn.Sequential and not f.tied and f.runs_as_built() and all(
         type(m) is nn.Linear or type(m) is nn.Identity or type(m) in _ACTIVATIONS
         or (type(m) is nn.GELU and m.approximate == "none")
-        for m in module
+        for m in module._modules.values()
     )
 
 
@@ -88,10 +91,11 @@ def forward_laplacian(api: str, f: FunctionalModule, params: Any, X: Tensor, V: 
     # Until the first nonlinearity the tangents do not depend on the sample: J stays
     # [K, n], shared by the batch (one small matmul, not B of them), and L stays zero.
     h, J, L = X, V, None
-    for name, m in f.module.named_children():
+    for name, m in f.module._modules.items():  # as Sequential.forward: repeats included
+        assert m is not None  # supports() admits only layers
         if type(m) is nn.Linear:
-            W = params[f"{name}.weight"]
-            b = params.get(f"{name}.bias")
+            W = f.tensor(params, name, m, "weight")
+            b = f.tensor(params, name, m, "bias")
             h = h @ W.T + (b if b is not None else 0)
             J = J @ W.T
             L = None if L is None else L @ W.T

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 from torch.func import jacfwd, jacrev, jvp, vmap
 
 from .. import _checks, _random
-from .._per_sample import map_samples, output_shape, same_shape_output
-from .._typing import JacobianMode, PerSampleFn, Randomness
+from .._context import compiling
+from .._per_sample import inner_randomness, map_samples, output_shape, same_shape_output
+from .._typing import DivergenceMethod, JacobianMode, PerSampleFn, Probe, Randomness, choices
 
-_MODES = ("auto", "rev", "fwd")
 
 
 def input_jacobian(
@@ -46,8 +46,7 @@ def input_jacobian(
     api = "input_jacobian"
     _checks.check_callable(api, f)
     _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
-    if mode not in _MODES:
-        raise ValueError(f"{api}: mode must be one of {_MODES}, got {mode!r}.")
+    _checks.check_choice(api, "mode", mode, choices(JacobianMode))
 
     def checked(*args: Any) -> Any:
         out = f(*args)
@@ -63,10 +62,11 @@ def input_jacobian(
         # "auto" picks reverse mode while compiling; an explicit "fwd" falls back to eager.
         use_fwd = mode == "fwd" or (
             mode == "auto"
-            and not torch.compiler.is_compiling()
+            and not compiling()
             and args[argnums][0].numel() < math.prod(shape_of(*args))
         )
-        jac = (jacfwd if use_fwd else jacrev)(checked, argnums=argnums, has_aux=has_aux)
+        jac = (jacfwd(checked, argnums=argnums, has_aux=has_aux, randomness=inner_randomness(randomness)) if use_fwd
+               else jacrev(checked, argnums=argnums, has_aux=has_aux))
         return map_samples(api, jac, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
 
     return input_jacobian_fn
@@ -76,9 +76,9 @@ def divergence(
     f: PerSampleFn,
     /,
     *,
-    method: Literal["auto", "jacobian", "forward", "hutchinson"] = "auto",
+    method: DivergenceMethod = "auto",
     num_samples: int = 1,
-    probe: _random.Probe = "rademacher",
+    probe: Probe = "rademacher",
     generator: torch.Generator | None = None,
     argnums: int = 1,
     mode: JacobianMode = "auto",
@@ -109,11 +109,9 @@ def divergence(
     """
     api = "divergence"
     _checks.check_callable(api, f)
-    if method not in ("auto", "jacobian", "forward", "hutchinson"):
-        raise ValueError(f"{api}: method must be 'auto', 'jacobian', 'forward' or 'hutchinson', got {method!r}.")
+    _checks.check_choice(api, "method", method, choices(DivergenceMethod))
     _checks.check_number(api, "num_samples", num_samples, low=1, integer=True)
-    if probe not in _random.PROBES:
-        raise ValueError(f"{api}: probe must be one of {_random.PROBES}, got {probe!r}.")
+    _checks.check_choice(api, "probe", probe, _random.PROBES)
     field = same_shape_output(api, f, argnums)
     jac = input_jacobian(field, argnums=argnums, mode=mode, chunk_size=chunk_size, randomness=randomness)
 
@@ -129,12 +127,12 @@ def divergence(
 
             return (jvp(fx, (x,), (v.reshape(x.shape),))[1].reshape(-1) * v).sum()
 
-        total = vmap(along)(V).sum(0)
+        total = vmap(along, randomness=inner_randomness(randomness))(V).sum(0)
         return total / V.shape[0] if method == "hutchinson" else total
 
     def divergence_fn(*args: Any) -> Any:
         X = _checks.check_batch(api, args, argnums)
-        chosen = method if method != "auto" else ("jacobian" if torch.compiler.is_compiling() else "forward")
+        chosen = method if method != "auto" else ("jacobian" if compiling() else "forward")
         if chosen == "jacobian":
             return trace(jac(*args), X)
         D = X[0].numel()

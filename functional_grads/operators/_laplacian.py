@@ -9,7 +9,7 @@ ones over random probes (Hutchinson) or a random subset of directions (STDE).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -17,13 +17,12 @@ from torch.func import grad, grad_and_value, jvp, vmap
 from torch.overrides import TorchFunctionMode
 
 from .. import _checks, _random
-from .._per_sample import map_samples, scalar_output
-from .._typing import PerSampleFn, Randomness
+from .._context import compiling
+from .._per_sample import inner_randomness, map_samples, scalar_output
+from .._typing import LaplacianMethod, PerSampleFn, Probe, Randomness, choices
 from . import _forward_laplacian
 from ._hessian import input_hessian
 
-Method = Literal["auto", "hessian", "forward", "taylor", "hutchinson", "stde"]
-_EXACT = ("hessian", "forward", "taylor")
 _STOCHASTIC = ("hutchinson", "stde")
 
 
@@ -31,11 +30,11 @@ def laplacian(
     f: PerSampleFn,
     /,
     *,
-    method: Method = "auto",
+    method: LaplacianMethod = "auto",
     dims: Sequence[int] | None = None,
     weights: Tensor | None = None,
     num_samples: int = 1,
-    probe: _random.Probe = "rademacher",
+    probe: Probe = "rademacher",
     generator: torch.Generator | None = None,
     argnums: int = 1,
     chunk_size: int | None = None,
@@ -61,7 +60,8 @@ def laplacian(
         ``dims=range(1, D)`` for the spatial Laplacian of ``u(t, x)``. Default: all.
       weights: ``A [K, K]`` symmetric (``K = len(dims)``): the weighted operator
         ``sum_ij A_ij d2f/dxi dxj`` (diffusion tensors, Fokker-Planck, Black-Scholes).
-        Stochastic methods need ``A`` positive semi-definite.
+        Any symmetric ``A`` (NOTE [weighted directions]); a learned ``A`` gets its exact
+        gradient.
       num_samples, probe, generator: the stochastic methods' probes per sample, their
         kind (``"rademacher"``, ``"gaussian"``, ``"sphere"``) and generator. A squared
         residual built from one estimate is biased: multiply two independent estimates.
@@ -74,9 +74,9 @@ def laplacian(
       >>> f = lambda p, x: (p["w"] * x**2).sum()
       >>> laplacian(f)({"w": torch.ones(3)}, torch.zeros(2, 3))
       tensor([6., 6.])
-      >>> A = torch.tensor([[2.0, 0.0], [0.0, 0.5]])   # sum_ij A_ij d2f/dxi dxj over x0, x1
+      >>> A = torch.tensor([[4.0, 0.0], [0.0, 1.0]])   # sum_ij A_ij d2f/dxi dxj over x0, x1
       >>> laplacian(f, dims=[0, 1], weights=A)({"w": torch.ones(3)}, torch.zeros(1, 3))
-      tensor([5.])
+      tensor([10.])
     """
     api = "laplacian"
     op = _operator(api, f, method, dims, weights, num_samples, probe, argnums, chunk_size, randomness)
@@ -122,37 +122,36 @@ def _operator(
     """``(args, generator) -> (values or None, grads or None, operator [B])``."""
     _checks.check_callable(api, f)
     _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
-    if method not in ("auto", *_EXACT, *_STOCHASTIC):
-        raise ValueError(f"{api}: method must be one of {('auto', *_EXACT, *_STOCHASTIC)}, got {method!r}.")
+    _checks.check_choice(api, "method", method, choices(LaplacianMethod))
     _checks.check_number(api, "num_samples", num_samples, low=1, integer=True)
-    if probe not in _random.PROBES:
-        raise ValueError(f"{api}: probe must be one of {_random.PROBES}, got {probe!r}.")
+    _checks.check_choice(api, "probe", probe, _random.PROBES)
     if weights is not None and not isinstance(weights, Tensor):
         raise TypeError(f"{api}: weights must be a tensor [K, K] (K = len(dims)), got {type(weights).__name__}.")
     scalar = scalar_output(api, f, False)
 
     def run(args: tuple[Any, ...], generator: torch.Generator | None) -> tuple[Any, Any, Tensor]:
         X = _checks.check_batch(api, args, argnums)
-        V, w = _directions(api, X, dims, weights, span=bundle, psd=method in _STOCHASTIC)
+        V, w = _directions(api, X, dims, weights, span=bundle)
         fast = _forward_laplacian.supports(f, X, argnums) and len(args) == 2
         chosen = _auto(fast, X) if method == "auto" else method
         if chosen in _STOCHASTIC:
             V, w = _draw(chosen, X, V, w, num_samples, probe, generator)
         if fast and chosen != "hessian" and chosen != "taylor":
             value, J, op = _forward_laplacian.forward_laplacian(api, f, args[0], X, V, w)  # type: ignore[arg-type]
-            grads = (J @ V).reshape(X.shape) if bundle else None
+            grads = J[:, -V.shape[-1]:].reshape(X.shape) if bundle else None
             return value, grads, op
         if chosen == "hessian":
             H = input_hessian(f, argnums=argnums, chunk_size=chunk_size, randomness=randomness)(*args)
             H = H.reshape(X.shape[0], V.shape[-1], V.shape[-1])
             return None, None, torch.einsum("bij,ki,kj,k->b", H, V, V, w)
         per_sample = V.ndim == 3  # stochastic draws differ per sample
+        inner = inner_randomness(randomness)
         one = _bundle_one if bundle else (_taylor_one if chosen == "taylor" else _hvp_one)
         mapped = (*args, V, w) if per_sample else (*args,)
 
         def fn(*a: Any) -> Any:
             *rest, Vs, ws = a if per_sample else (*a, V, w)
-            return one(scalar, list(rest), argnums, Vs, ws)
+            return one(scalar, list(rest), argnums, Vs, ws, inner)
 
         out = map_samples(api, fn, mapped, argnums=argnums, chunk_size=chunk_size, randomness=randomness,
                           also=(len(args), len(args) + 1) if per_sample else ())
@@ -161,15 +160,15 @@ def _operator(
     return run
 
 
-def _hvp_one(f: Callable[..., Tensor], args: list[Any], argnums: int, V: Tensor, w: Tensor) -> Tensor:
+def _hvp_one(f: Callable[..., Tensor], args: list[Any], argnums: int, V: Tensor, w: Tensor, randomness: str) -> Tensor:
     """Forward-over-reverse: ``sum_k w_k v_k . (H v_k)`` for one sample."""
     x = args[argnums]
     g = grad(_at(f, args, argnums))
-    hv = vmap(lambda v: jvp(g, (x,), (v.reshape(x.shape),))[1])(V)  # [K, *x_shape]
+    hv = vmap(lambda v: jvp(g, (x,), (v.reshape(x.shape),))[1], randomness=randomness)(V)  # [K, *x_shape]
     return (hv.reshape(V.shape) * V).sum(-1) @ w
 
 
-def _taylor_one(f: Callable[..., Tensor], args: list[Any], argnums: int, V: Tensor, w: Tensor) -> Tensor:
+def _taylor_one(f: Callable[..., Tensor], args: list[Any], argnums: int, V: Tensor, w: Tensor, randomness: str) -> Tensor:
     """Second-order forward mode (jvp of jvp): ``sum_k w_k v_k^T H v_k`` for one sample."""
     x, fx = args[argnums], _at(f, args, argnums)
 
@@ -178,7 +177,7 @@ def _taylor_one(f: Callable[..., Tensor], args: list[Any], argnums: int, V: Tens
         return jvp(lambda y: jvp(fx, (y,), (v,))[1], (x,), (v,))[1]
 
     with _RefuseWrongSecondOrderJvp():
-        return vmap(second)(V) @ w
+        return vmap(second, randomness=randomness)(V) @ w
 
 
 class _RefuseWrongSecondOrderJvp(TorchFunctionMode):
@@ -200,11 +199,12 @@ _NORMS = {torch.nn.functional.layer_norm, torch.nn.functional.batch_norm, torch.
           torch.instance_norm}
 
 
-def _bundle_one(f: Callable[..., Tensor], args: list[Any], argnums: int, V: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _bundle_one(f: Callable[..., Tensor], args: list[Any], argnums: int, V: Tensor, w: Tensor,
+                randomness: str) -> tuple[Tensor, Tensor, Tensor]:
     """``(value, grad, sum_k w_k v_k^T H v_k)`` for one sample, one forward-over-reverse pass."""
     x = args[argnums]
     gv = grad_and_value(_at(f, args, argnums))
-    (g, value), (hv, _) = vmap(lambda v: jvp(gv, (x,), (v.reshape(x.shape),)))(V)  # type: ignore[misc]
+    (g, value), (hv, _) = vmap(lambda v: jvp(gv, (x,), (v.reshape(x.shape),)), randomness=randomness)(V)  # type: ignore[misc]
     return value[0], g[0], (hv.reshape(V.shape) * V).sum(-1) @ w
 
 
@@ -217,9 +217,10 @@ def _at(f: Callable[..., Tensor], args: list[Any], argnums: int) -> Callable[[Te
     return fx
 
 
-def _directions(api: str, X: Tensor, dims: Any, weights: Tensor | None, *, span: bool, psd: bool) -> tuple[Tensor, Tensor]:
-    """``(V [K, D], w [K])`` with ``tr(A H) = sum_k w_k v_k^T H v_k``; ``span``: the rows of
-    ``V`` span all of R^D (extra directions get weight 0), as the gradient needs."""
+def _directions(api: str, X: Tensor, dims: Any, weights: Tensor | None, *, span: bool) -> tuple[Tensor, Tensor]:
+    """``(V [K', D], w [K'])`` with ``tr(A H) = sum_k w_k v_k^T H v_k``; ``span``: the last
+    ``D`` rows of ``V`` are the identity (extra directions get weight 0), so that the
+    tangents along them are the gradient."""
     D = X[0].numel()
     if dims is None:
         idx = list(range(D))
@@ -229,23 +230,33 @@ def _directions(api: str, X: Tensor, dims: Any, weights: Tensor | None, *, span:
             raise ValueError(f"{api}: dims must be distinct ints in [0, {D}) (coordinates of the flattened "
                              f"sample), got {dims!r}.")
     eye = torch.eye(D, dtype=X.dtype, device=X.device)
+    mask = X.new_zeros(D)
+    mask[idx] = 1.0
     if weights is None:
-        V, w = eye[idx], X.new_ones(len(idx))
-    else:
-        K = len(idx)
-        if weights.shape != (K, K):
-            raise ValueError(f"{api}: weights must be [K, K] with K = len(dims) = {K}, got {_checks.fmt(weights.shape)}.")
-        A = weights.to(X.dtype, copy=False).to(X.device)
-        if not torch.allclose(A, A.T):
-            raise ValueError(f"{api}: weights must be symmetric (d2f/dxi dxj is): use (A + A.T) / 2.")
-        w, U = torch.linalg.eigh(A)
-        if psd and bool((w < -1e-12 * w.abs().max().clamp_min(1)).any()):
-            raise ValueError(f"{api}: stochastic methods need positive semi-definite weights; got an "
-                             f"eigenvalue {w.min().item():.3g}. Use an exact method.")
-        V = U.T @ eye[idx]
-    if span and V.shape[0] < D:
-        rest = [i for i in range(D) if i not in idx]
-        V, w = torch.cat([V, eye[rest]]), torch.cat([w, X.new_zeros(len(rest))])
+        return (eye, mask) if span else (eye[idx], X.new_ones(len(idx)))
+    K = len(idx)
+    if weights.shape != (K, K):
+        raise ValueError(f"{api}: weights must be [K, K] with K = len(dims) = {K}, got {_checks.fmt(weights.shape)}.")
+    A = weights.to(X.dtype, copy=False).to(X.device)
+    if not bool(torch.isfinite(A).all()):
+        raise ValueError(f"{api}: weights holds NaN or Inf; every entry must be finite.")
+    if not torch.allclose(A, A.T):
+        raise ValueError(f"{api}: weights must be symmetric (d2f/dxi dxj is): use (A + A.T) / 2.")
+    # NOTE [weighted directions]: tr(A H) = sum_k l_k^T H l_k - c tr(H) with L L^T = A + c I
+    # (Cholesky; c = 0 when A is positive definite, else a shift that makes it so). The
+    # directions l_k depend smoothly on A, so the gradient w.r.t. a learned A is exact;
+    # an eigendecomposition's backward is NaN at repeated eigenvalues (e.g. A = I).
+    # Indefinite or singular A costs K more directions (the basis, weighted -c).
+    detached = A.detach()
+    lowest = float(torch.linalg.eigvalsh(detached).min())
+    scale = float(detached.abs().max())
+    c = 0.0 if lowest > 1e-6 * scale else max(scale, 1.0) - lowest
+    L = torch.linalg.cholesky(A + c * torch.eye(K, dtype=A.dtype, device=A.device))
+    V, w = L.T @ eye[idx], X.new_ones(K)
+    if span:
+        return torch.cat([V, eye]), torch.cat([w, -c * mask])
+    if c:
+        V, w = torch.cat([V, eye[idx]]), torch.cat([w, X.new_full((K,), -c)])
     return V, w
 
 
@@ -253,9 +264,12 @@ def _draw(method: str, X: Tensor, V: Tensor, w: Tensor, n: int, probe: str,
           generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Per-sample random directions ``[B, n, D]`` and weights ``[B, n]`` with the same expected operator."""
     B, K = X.shape[0], V.shape[0]
-    if method == "hutchinson":
-        z = _random.probes(X, (B, n, K), probe, generator=generator)  # type: ignore[arg-type]
-        return z @ (w.clamp_min(0).sqrt()[:, None] * V), X.new_full((B, n), 1.0 / n)
+    if method == "hutchinson":  # probes over the positive and the negative part of sum_k w_k v_k v_k^T
+        parts = [(sign, w * sign > 0) for sign in (1.0, -1.0) if bool((w * sign > 0).any())]
+        Vs = [_random.probes(X, (B, n, int(m.sum())), probe, generator=generator)  # type: ignore[arg-type]
+              @ ((w[m] * sign).sqrt()[:, None] * V[m]) for sign, m in parts]
+        ws = [X.new_full((B, n), sign / n) for sign, _ in parts]
+        return torch.cat(Vs, 1), torch.cat(ws, 1)
     keys = _random.uniform(X, (B, K), 0.0, 1.0, generator)
     pick = keys.argsort(-1)[:, : min(n, K)]  # a uniformly random subset per sample
     return V[pick], w[pick] * (K / pick.shape[1])
@@ -268,6 +282,6 @@ def _auto(fast: bool, X: Tensor) -> str:
     # torch.compile jvp through functional_call hits "ZeroTensors are immutable"
     # (pytorch/pytorch#177261, as NOTE [jacfwd under compile]), so "auto" takes the
     # Hessian trace there, which compiles.
-    if fast or not torch.compiler.is_compiling():
+    if fast or not compiling():
         return "forward"
     return "hessian"

@@ -1,6 +1,5 @@
 """Functional optimizers (optax style): pure ``init``/``update`` pairs and ``chain``."""
 
-from .._train import make_step as make_step
 from ._lbfgs import LBFGSState as LBFGSState
 from ._lbfgs import lbfgs as lbfgs
 from ._transforms import EmptyState as EmptyState
@@ -34,10 +33,22 @@ __all__ = [
     "chain",
     "clip_by_global_norm",
     "lbfgs",
-    "make_step",
     "scale",
     "scale_by_adam",
     "scale_by_learning_rate",
     "sgd",
     "trace",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # optim.make_step was a second spelling of fg.make_step; kept for one release.
+    if name == "make_step":
+        import warnings
+
+        from .._train import make_step
+
+        warnings.warn("functional_grads.optim.make_step is deprecated; use functional_grads.make_step.",
+                      DeprecationWarning, stacklevel=2)
+        return make_step
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,6 @@ several in order. ``extra`` carries what some transformations need beside the gr
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, Callable, NamedTuple, Union
 
 import optree
@@ -190,11 +189,10 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
     return GradientTransformation(init, update)
 
 
-def sgd(lr: float | Schedule, *, momentum: float = 0.0, nesterov: bool = False,
-        weight_decay: float | None = None) -> GradientTransformation:
+def sgd(lr: float | Schedule, *, momentum: float = 0.0, nesterov: bool = False) -> GradientTransformation:
     """Stochastic gradient descent, step for step equal to ``torch.optim.SGD`` (no dampening).
 
-    ``weight_decay`` is deprecated: chain ``add_decayed_weights`` in front instead.
+    For ``torch.optim``'s ``weight_decay``, chain ``add_decayed_weights`` in front.
 
     Example:
       >>> opt = sgd(0.1)
@@ -204,14 +202,14 @@ def sgd(lr: float | Schedule, *, momentum: float = 0.0, nesterov: bool = False,
       {'w': tensor([0.9000, 0.9000])}
     """
     parts = [trace(momentum, nesterov=nesterov)] if momentum or nesterov else []
-    return _with_decay("sgd", weight_decay, chain(*parts, scale_by_learning_rate(lr)))
+    return chain(*parts, scale_by_learning_rate(lr))
 
 
-def adam(lr: float | Schedule, *, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-         weight_decay: float | None = None) -> GradientTransformation:
+def adam(lr: float | Schedule, *, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> GradientTransformation:
     """Adam (Kingma & Ba 2015), step for step equal to ``torch.optim.Adam``.
 
-    ``weight_decay`` is deprecated: chain ``add_decayed_weights`` in front instead.
+    For ``torch.optim.Adam``'s ``weight_decay``, chain ``add_decayed_weights`` in front;
+    for AdamW's, see :func:`add_decayed_weights`.
 
     Example:
       >>> opt = adam(1e-3)
@@ -220,17 +218,7 @@ def adam(lr: float | Schedule, *, betas: tuple[float, float] = (0.9, 0.999), eps
     """
     if not (isinstance(betas, tuple) and len(betas) == 2):
         raise TypeError(f"adam: betas must be a pair (b1, b2), got {betas!r}.")
-    return _with_decay("adam", weight_decay, chain(scale_by_adam(*betas, eps), scale_by_learning_rate(lr)))
-
-
-def _with_decay(api: str, weight_decay: float | None, opt: GradientTransformation) -> GradientTransformation:
-    if weight_decay is None:
-        return opt
-    warnings.warn(
-        f"{api}(weight_decay=...) is deprecated; write optim.chain(optim.add_decayed_weights("
-        f"{weight_decay!r}), optim.{api}(...)).", DeprecationWarning, stacklevel=3,
-    )
-    return chain(add_decayed_weights(weight_decay), opt)
+    return chain(scale_by_adam(*betas, eps), scale_by_learning_rate(lr))
 
 
 def _stateless(fn: Callable[[Params, Params], Params]) -> GradientTransformation:
