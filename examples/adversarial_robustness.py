@@ -10,7 +10,6 @@ Run: ``python examples/adversarial_robustness.py [--steps N]``
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import torch
@@ -18,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import functional_grads as fg
+
+import _cli  # examples/_cli.py: the shared --threads option
 
 EPS = 0.25
 
@@ -36,9 +37,9 @@ def cross_entropy(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _cli.parser(__doc__, "python examples/adversarial_robustness.py")
     parser.add_argument("--steps", type=int, default=600)
-    args = parser.parse_args(argv)
+    args = _cli.parse(parser, argv)
     g = torch.Generator().manual_seed(0)
     X, Y = two_moons(1000, 0.1, g)
     X_test, Y_test = two_moons(1000, 0.1, g)

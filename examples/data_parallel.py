@@ -9,7 +9,6 @@ trains the same model on the full batch in one process and prints the difference
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 
@@ -18,16 +17,17 @@ import torch.distributed as dist
 
 import functional_grads as fg
 
+import _cli  # examples/_cli.py: the shared --threads option
+
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _cli.parser(__doc__, "python examples/data_parallel.py")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--samples", type=int, default=4097)  # deliberately not divisible by 2
     parser.add_argument("--compile", action="store_true")
-    args = parser.parse_args(argv)
+    args = _cli.parse(parser, argv)
     _init()
     rank, world = dist.get_rank(), dist.get_world_size()
-    torch.set_num_threads(1)
 
     g = torch.Generator().manual_seed(0)
     P = torch.tensor([[2.0, -1.0, 0.0], [-1.0, 3.0, 0.5], [0.0, 0.5, 1.0]], dtype=torch.float64)

@@ -11,13 +11,14 @@ Run: ``python examples/force_matching.py [--steps N]``
 
 from __future__ import annotations
 
-import argparse
 import itertools
 
 import torch
 from torch import nn
 
 import functional_grads as fg
+
+import _cli  # examples/_cli.py: the shared --threads option
 
 N_ATOMS = 5
 PAIRS = torch.tensor(list(itertools.combinations(range(N_ATOMS), 2)))
@@ -55,10 +56,10 @@ def sample(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tens
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _cli.parser(__doc__, "python examples/force_matching.py")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--train", type=int, default=1000)
-    args = parser.parse_args(argv)
+    args = _cli.parse(parser, argv)
     g = torch.Generator().manual_seed(0)
     r, E, F = sample(args.train, g)
     r_test, E_test, F_test = sample(500, g)

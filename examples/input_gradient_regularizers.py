@@ -11,12 +11,13 @@ Run: ``python examples/input_gradient_regularizers.py [--steps N]``
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 from torch import nn
 
 import functional_grads as fg
+
+import _cli  # examples/_cli.py: the shared --threads option
 
 mse = lambda out, y: ((out - y) ** 2).mean()  # noqa: E731  one sample's loss
 
@@ -40,9 +41,9 @@ def gradient_change(with_penalty, without):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _cli.parser(__doc__, "python examples/input_gradient_regularizers.py")
     parser.add_argument("--steps", type=int, default=400)
-    args = parser.parse_args(argv)
+    args = _cli.parse(parser, argv)
     torch.manual_seed(0)
     X = torch.randn(256, 10)
     Y = torch.tanh(X @ torch.randn(10, 1)) + 0.1 * torch.randn(256, 1)

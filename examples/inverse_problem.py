@@ -10,12 +10,13 @@ Run: ``python examples/inverse_problem.py [--steps N]``
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 import torch.nn.functional as F
 
 import functional_grads as fg
+
+import _cli  # examples/_cli.py: the shared --threads option
 from functional_grads import inverse
 
 
@@ -44,10 +45,10 @@ def psnr(x: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _cli.parser(__doc__, "python examples/inverse_problem.py")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--images", type=int, default=4)
-    args = parser.parse_args(argv)
+    args = _cli.parse(parser, argv)
     g = torch.Generator().manual_seed(0)
     truth = phantoms(args.images, 32, g)
     y = blur(truth) + 0.05 * torch.randn(truth.shape, generator=g)

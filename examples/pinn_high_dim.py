@@ -12,12 +12,13 @@ stochastic, exact-forward and Hessian-trace steps and the relative L2 error.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
 import functional_grads as fg
+
+import _cli  # examples/_cli.py: the shared --threads option
 
 D = 100
 
@@ -27,9 +28,9 @@ def solution(X: torch.Tensor) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _cli.parser(__doc__, "python examples/pinn_high_dim.py")
     parser.add_argument("--steps", type=int, default=600)
-    args = parser.parse_args(argv)
+    args = _cli.parse(parser, argv)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(D, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64), torch.nn.Tanh(),
                                 torch.nn.Linear(64, 1))

@@ -9,7 +9,6 @@ Run: ``python examples/pinn_poisson.py [--steps N]``; prints the relative L2 err
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 
@@ -17,12 +16,14 @@ import torch
 
 import functional_grads as fg
 
+import _cli  # examples/_cli.py: the shared --threads option
+
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _cli.parser(__doc__, "python examples/pinn_poisson.py")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--compile", action="store_true")
-    args = parser.parse_args(argv)
+    args = _cli.parse(parser, argv)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32), torch.nn.Tanh(),
                                 torch.nn.Linear(32, 1)).double()

@@ -11,18 +11,19 @@ Run: ``python examples/refine_noisy_input.py``
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 from torch import nn
 
 import functional_grads as fg
 
+import _cli  # examples/_cli.py: the shared --threads option
+
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _cli.parser(__doc__, "python examples/refine_noisy_input.py")
     parser.add_argument("--steps", type=int, default=100)
-    args = parser.parse_args(argv)
+    args = _cli.parse(parser, argv)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 1))
     f, params = fg.functionalize(model)

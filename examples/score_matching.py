@@ -11,12 +11,13 @@ Run: ``python examples/score_matching.py [--steps N]``.
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import torch
 
 import functional_grads as fg
+
+import _cli  # examples/_cli.py: the shared --threads option
 
 CENTRES = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
 STD, SIGMA = 0.3, 0.2
@@ -34,9 +35,9 @@ def true_score(X: torch.Tensor, std: float) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _cli.parser(__doc__, "python examples/score_matching.py")
     parser.add_argument("--steps", type=int, default=3000)
-    args = parser.parse_args(argv)
+    args = _cli.parse(parser, argv)
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(2, 64), torch.nn.SiLU(), torch.nn.Linear(64, 64), torch.nn.SiLU(),
                               torch.nn.Linear(64, 2))
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     target = true_score(X, blurred)
     with torch.no_grad():
         error = ((s(params, X) - target).norm() / target.norm()).item()
-    sliced = fg.losses.sliced_score_matching(s, num_projections=4)(params, X).item()
+    sliced = fg.losses.sliced_score_matching(s, num_samples=4)(params, X).item()
     exact = fg.losses.score_matching(s)(params, X).item()
     print(f"\nrelative error of the learned score vs the true blurred score: {error:.3f}")
     print(f"score-matching loss of the trained model: exact {exact:.3f}, sliced estimate {sliced:.3f}")
