@@ -18,8 +18,8 @@ from torch.func import grad
 from . import _checks, _random
 from ._checks import norm_name
 from ._numerics import per_sample_norm, project_ball
-from ._per_sample import map_samples, scalar_output
-from ._typing import AttackNorm, PerSampleFn, Randomness
+from ._per_sample import check_in_dims, map_samples, scalar_output, split_conditions
+from ._typing import AttackNorm, InDims, PerSampleFn, Randomness
 
 LossOnOutput = Callable[[Tensor, Tensor], Tensor]
 _ATTACK_NORMS = ("linf", "l2")
@@ -81,9 +81,10 @@ def perturb(
     /,
     *,
     generator: torch.Generator | None = None,
+    in_dims: InDims = None,
     chunk_size: int | None = None,
     randomness: Randomness = "error",
-) -> Callable[[Any, Tensor, Tensor], Tensor]:
+) -> Callable[..., Tensor]:
     """The adversarial examples of ``attack`` against ``f``, as a function of the data.
 
     Args:
@@ -91,10 +92,13 @@ def perturb(
         ``lambda out, y: F.cross_entropy(out, y)``.
       attack: the settings, an :class:`Attack`.
       generator: draws the random start (reproducible when seeded).
+      in_dims: f's arguments as in :func:`input_grad`; with ``(None, 0, 0, ...)`` the
+        attack takes per-sample conditioning arguments after ``X`` and passes them on to
+        ``f`` (NOTE [conditional losses]).
       chunk_size, randomness: as in :func:`input_grad`.
 
     Returns:
-      ``(params, X [B, *x_shape], Y [B, ...]) -> X_adv [B, *x_shape]``. Differentiable
+      ``(params, X [B, *x_shape], *conditions, Y [B, ...]) -> X_adv [B, *x_shape]``. Differentiable
       w.r.t. ``params`` and ``X`` (double backprop); detach the result to treat it as data.
 
     Example:
@@ -107,13 +111,17 @@ def perturb(
     if not isinstance(attack, Attack):
         raise TypeError(f"{api}: attack must be a functional_grads.Attack, got {type(attack).__name__}.")
     _checks.check_options(api, argnums=1, chunk_size=chunk_size, randomness=randomness)
+    check_in_dims(api, in_dims, 1)
     g = grad(per_sample_loss(api, f, loss_fn), argnums=1)
 
-    def grad_fn(params: Any, X: Tensor, Y: Tensor) -> Tensor:
-        return map_with_targets(api, g, params, X, Y, chunk_size=chunk_size, randomness=randomness)
-
-    def perturb_fn(params: Any, X: Tensor, Y: Tensor) -> Tensor:
+    def perturb_fn(params: Any, X: Tensor, *rest: Any) -> Tensor:
+        conditions, (Y,) = split_conditions(api, in_dims, rest, "Y")
         _checks.check_batch(api, (params, X), 1)
+
+        def grad_fn(params: Any, X: Tensor, Y: Tensor) -> Tensor:
+            return map_with_targets(api, g, params, X, Y, conditions=conditions, in_dims=in_dims,
+                                    chunk_size=chunk_size, randomness=randomness)
+
         return _run(attack, grad_fn, params, X, Y, generator)
 
     return perturb_fn
@@ -193,20 +201,24 @@ def _attack(api: str, **settings: Any) -> Attack:
         raise type(error)(str(error).replace("Attack:", f"{api}:", 1)) from None
 
 
-def per_sample_loss(api: str, f: PerSampleFn, loss_fn: LossOnOutput) -> Callable[[Any, Tensor, Tensor], Tensor]:
-    """``(params, x, y) -> []``: one sample's ``loss_fn(f(params, x), y)``, checked to be a scalar."""
+def per_sample_loss(api: str, f: PerSampleFn, loss_fn: LossOnOutput) -> Callable[..., Tensor]:
+    """``(params, x, *conditions, y) -> []``: one sample's ``loss_fn(f(params, x, *conditions), y)``,
+    checked to be a scalar."""
     _checks.check_callable(api, f)
     _checks.check_callable(api, loss_fn, "loss_fn")
-    return scalar_output(api, lambda p, x, y: loss_fn(f(p, x), y), False)
+    return scalar_output(api, lambda p, x, *cy: loss_fn(f(p, x, *cy[:-1]), cy[-1]), False)
 
 
 def map_with_targets(api: str, fn: Callable[..., Any], params: Any, X: Tensor, Y: Tensor, *,
-                     chunk_size: int | None, randomness: str) -> Any:
-    """Map ``fn(params, x, y)`` over the samples of ``X`` and their targets ``Y``."""
+                     conditions: tuple[Any, ...] = (), in_dims: InDims = None, chunk_size: int | None,
+                     randomness: str) -> Any:
+    """Map ``fn(params, x, *conditions, y)`` over the samples of ``X``, the conditions
+    (as ``in_dims`` says) and the targets ``Y``."""
     if not isinstance(Y, Tensor) or Y.ndim == 0 or Y.shape[0] != X.shape[0]:
         got = _checks.fmt(Y.shape) if isinstance(Y, Tensor) else type(Y).__name__
         raise ValueError(f"{api}: Y must hold one target per sample, leading dimension {X.shape[0]}; got {got}.")
-    return map_samples(api, fn, (params, X, Y), argnums=1, chunk_size=chunk_size, randomness=randomness, also=(2,))
+    return map_samples(api, fn, (params, X, *conditions), argnums=1, chunk_size=chunk_size, randomness=randomness,
+                       in_dims=in_dims, extra=(Y,))
 
 
 def _detached(attack_fn: Callable[..., Tensor], params: Any, X: Tensor, Y: Tensor) -> Tensor:

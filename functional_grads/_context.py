@@ -36,21 +36,22 @@ def plain_autograd() -> bool:
 # is per thread: another thread's plain batched forward is not per sample.
 class _Local(threading.local):
     def __init__(self) -> None:  # runs once in each thread, on its first access
-        self.stack: list[tuple[str, str, int]] = []
+        self.stack: list[tuple[str, str, int, frozenset[int]]] = []
 
 
 _LOCAL = _Local()
 
 
-def _stack() -> list[tuple[str, str, int]]:
+def _stack() -> list[tuple[str, str, int, frozenset[int]]]:
     return _LOCAL.stack
 
 
 @contextlib.contextmanager
-def per_sample(api: str, randomness: str, sample_ndim: int) -> Iterator[None]:
-    """Mark the code inside as running on one sample of ``sample_ndim`` dimensions."""
+def per_sample(api: str, randomness: str, sample_ndim: int, conditions: frozenset[int] = frozenset()) -> Iterator[None]:
+    """Mark the code inside as running on one sample of ``sample_ndim`` dimensions, with
+    the positional arguments at ``conditions`` (besides X) mapped too (``in_dims``)."""
     stack = _stack()
-    stack.append((api, randomness, sample_ndim))
+    stack.append((api, randomness, sample_ndim, conditions))
     try:
         yield
     finally:
@@ -62,7 +63,7 @@ def check_module(module: nn.Module) -> None:
     stack = _stack()
     if not stack:
         return
-    api, randomness, _ = stack[-1]
+    api, randomness, _, _ = stack[-1]
     if _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks:
         raise ValueError(
             f"{api}: a global module backward hook is registered (register_module_full_backward_hook), "
@@ -110,3 +111,9 @@ def is_one_sample(x: torch.Tensor) -> bool:
     """True for an input shaped like one sample of the innermost per-sample transform."""
     stack = _stack()
     return bool(stack) and x.ndim == stack[-1][2]
+
+
+def mapped_conditions() -> frozenset[int]:
+    """Positions of f's arguments, besides X, that the innermost per-sample transform maps."""
+    stack = _stack()
+    return stack[-1][3] if stack else frozenset()

@@ -12,7 +12,7 @@ from torch.func import functional_call
 from torch.nn.modules import module as _nn_module
 
 from ._checks import fmt, match_names, match_tensor
-from ._context import check_module, is_one_sample
+from ._context import check_module, is_one_sample, mapped_conditions
 from ._typing import ParamsDict
 
 
@@ -116,7 +116,12 @@ class FunctionalModule:
             # many modules (Flatten, BatchNorm1d, user code) assume a batch dimension, so
             # the module sees [1, *x_shape], as in a plain forward, and we drop it again.
             # An input that already has the batch's ndim (a user's own x[None]) is passed
-            # as it is.
+            # as it is. Arguments mapped by in_dims (by position: f(params, x, *args)) get
+            # the same batch of one, e.g. a noise level sigma [B] reaches forward as [1].
+            conditions = mapped_conditions()
+            if conditions:
+                args = tuple(optree.tree_map(lambda t: t[None] if isinstance(t, torch.Tensor) else t, a)
+                             if i + 2 in conditions else a for i, a in enumerate(args))
             out = self._forward(params, x[None], args, kwargs)
             return optree.tree_map(lambda t: t[0] if isinstance(t, torch.Tensor) and t.ndim else t, out)
         return self._forward(params, x, args, kwargs)

@@ -10,6 +10,7 @@ from torch.func import grad_and_value, vmap
 
 from . import _checks
 from ._context import per_sample
+from ._typing import InDims
 
 
 def map_samples(
@@ -20,25 +21,19 @@ def map_samples(
     argnums: int,
     chunk_size: int | None,
     randomness: str,
-    also: tuple[int, ...] = (),
+    in_dims: InDims = None,
+    extra: tuple[Any, ...] = (),
 ) -> Any:
-    """``vmap`` ``fn`` over the leading dimension of ``args[argnums]`` (and of ``args[i]``
-    for ``i`` in ``also``), the other arguments shared by all samples."""
+    """``vmap`` ``fn`` over the samples: ``fn(*args, *extra)`` with ``args`` mapped as
+    ``in_dims`` says (default: ``args[argnums]`` mapped, the others shared; NOTE [in_dims])
+    and every tensor of ``extra`` (per-sample directions, probes, targets) mapped too."""
     X = _checks.check_batch(api, args, argnums)
-    mapped_at = (argnums, *also)
-    for i, a in enumerate(args):
-        if i not in mapped_at and isinstance(a, torch.Tensor) and a.ndim and a.shape[0] == X.shape[0] > 1:
-            raise ValueError(
-                f"{api}: argument {i} has shape {_checks.fmt(a.shape)}, one row per sample like X, but "
-                "arguments other than X are shared by all samples (each sample would see the whole "
-                "tensor). For per-sample data, make it part of X (e.g. torch.cat([X, C], 1), split "
-                "inside f); for shared data, close over it in f."
-            )
-    in_dims = tuple(0 if i in mapped_at else None for i in range(len(args)))
-    mapped = vmap(fn, in_dims=in_dims, chunk_size=chunk_size, randomness=randomness)
-    with per_sample(api, randomness, args[argnums].ndim - 1):
+    dims = resolve_in_dims(api, in_dims, args, argnums)
+    mapped = vmap(fn, in_dims=(*dims, *(0,) * len(extra)), chunk_size=chunk_size, randomness=randomness)
+    conditions = frozenset(i for i, d in enumerate(dims) if d == 0 and i != argnums)
+    with per_sample(api, randomness, X.ndim - 1, conditions):
         try:
-            return mapped(*args)
+            return mapped(*args, *extra)
         except RuntimeError as e:
             if "randomness" in str(e) and randomness == "error":
                 raise ValueError(
@@ -53,6 +48,89 @@ def map_samples(
                     "rule or modules that keep state across a batch cannot run per sample."
                 ) from e
             raise
+
+
+def check_in_dims(api: str, in_dims: Any, argnums: int) -> None:
+    """Check ``in_dims`` when a transform is built: None, or a tuple of 0/None entries with
+    ``in_dims[argnums] == 0`` and the params (argument 0) shared."""
+    if in_dims is None:
+        return
+    if not isinstance(in_dims, (tuple, list)) or any(d not in (0, None) or d is False for d in in_dims):
+        raise ValueError(
+            f"{api}: in_dims must be a tuple with one entry per positional argument of f, each 0 "
+            f"(mapped over the batch) or None (shared by all samples), as in torch.func.vmap; got {in_dims!r}."
+        )
+    if len(in_dims) <= argnums or in_dims[argnums] != 0:
+        raise ValueError(
+            f"{api}: in_dims[{argnums}] must be 0: the argument differentiated (argnums={argnums}) is the "
+            f"batch X, mapped over its samples; got in_dims={in_dims!r}."
+        )
+    if argnums != 0 and in_dims[0] is not None:
+        raise ValueError(
+            f"{api}: in_dims[0] must be None: the params (argument 0) are shared by all samples; got "
+            f"in_dims={in_dims!r}."
+        )
+
+
+def resolve_in_dims(api: str, in_dims: InDims, args: Sequence[Any], argnums: int) -> tuple[int | None, ...]:
+    """The ``vmap`` in_dims for ``args`` (NOTE [in_dims]), checked against the call."""
+    # NOTE [in_dims]: in_dims has torch.func.vmap's meaning over f's positional arguments:
+    # 0 mapped over the batch (sample i sees row i), None shared. By default only X is
+    # mapped; an undeclared argument shaped like the batch is then refused, since every
+    # sample would see the whole tensor (a guess: a shared [B, ...] tensor must be declared
+    # with in_dims to be accepted). With in_dims given, nothing is guessed: a declared
+    # shared argument is never refused, and a mapped one must have X's batch size.
+    B = args[argnums].shape[0]
+    if in_dims is None:
+        for i, a in enumerate(args):
+            if i != argnums and isinstance(a, torch.Tensor) and a.ndim and a.shape[0] == B > 1:
+                raise ValueError(
+                    f"{api}: argument {i} has shape {_checks.fmt(a.shape)}, one row per sample like X, "
+                    "but arguments other than X are shared by all samples unless in_dims says otherwise "
+                    "(each sample would see the whole tensor). For per-sample data pass in_dims with a 0 "
+                    f"at position {i} (e.g. in_dims={_example_in_dims(len(args), argnums, i)}); for data "
+                    f"shared by all samples, None there."
+                )
+        return tuple(0 if i == argnums else None for i in range(len(args)))
+    if len(in_dims) != len(args):
+        raise ValueError(
+            f"{api}: in_dims has {len(in_dims)} entries but f was called with {len(args)} positional "
+            f"arguments; give one entry per argument (in_dims={tuple(in_dims)!r})."
+        )
+    for i, (a, d) in enumerate(zip(args, in_dims)):
+        if d == 0 and i != argnums:
+            for t in optree.tree_leaves(a):
+                if not isinstance(t, torch.Tensor) or t.ndim == 0 or t.shape[0] != B:
+                    got = _checks.fmt(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                    raise ValueError(
+                        f"{api}: argument {i} is mapped over the batch (in_dims[{i}] = 0) but has "
+                        f"{'shape ' + got if isinstance(t, torch.Tensor) else 'a leaf of type ' + got}, "
+                        f"not a leading dimension of X's batch size {B}. Pass one row per sample, or "
+                        "None in in_dims to share it."
+                    )
+    return tuple(in_dims)
+
+
+def split_conditions(api: str, in_dims: InDims, rest: Sequence[Any], targets: str | tuple[str, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """A loss's arguments after X as ``(conditions, targets)``: with ``in_dims`` for
+    ``f(params, x, *conditions)``, the first ``len(in_dims) - 2`` are passed on to ``f``
+    (NOTE [conditional losses]), the rest are the loss's own (named by ``targets``)."""
+    # NOTE [conditional losses]: a loss built with in_dims takes f's conditioning
+    # arguments right after X and before its own targets: loss(params, X, *conditions,
+    # *targets). Their number is len(in_dims) - 2, so nothing is guessed.
+    names = (targets,) if isinstance(targets, str) else targets
+    n = 0 if in_dims is None else len(in_dims) - 2
+    if len(rest) != n + len(names):
+        want = ", ".join(["params", "X", *(f"c{i + 1}" for i in range(n)), *names])
+        raise TypeError(
+            f"{api}: expected the arguments ({want}): {n} conditioning argument(s) for f (in_dims="
+            f"{in_dims!r}) then {len(names)} target(s) after X; got {len(rest)} argument(s) after X."
+        )
+    return tuple(rest[:n]), tuple(rest[n:])
+
+
+def _example_in_dims(n: int, argnums: int, i: int) -> tuple[int | None, ...]:
+    return tuple(0 if j in (argnums, i) else None for j in range(n))
 
 
 def inner_randomness(randomness: str) -> str:
@@ -113,21 +191,22 @@ def separable_grad(objective: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return separable_grad_fn
 
 
-def output_shape(api: str, f: Callable[..., Any], argnums: int = 1, has_aux: bool = False) -> Callable[..., torch.Size]:
+def output_shape(api: str, f: Callable[..., Any], argnums: int = 1, has_aux: bool = False,
+                 in_dims: InDims = None) -> Callable[..., torch.Size]:
     """``(*args) -> f's per-sample output shape``, learnt from one evaluation on one sample
     and cached per argument shapes, dtypes and devices (no hidden work on later calls)."""
     cache: dict[Any, torch.Size] = {}
 
     def shape_fn(*args: Any) -> torch.Size:
+        dims = resolve_in_dims(api, in_dims, args, argnums)
         key = tuple(
-            (tuple(t.shape[1:] if i == argnums else t.shape), t.dtype, t.device) if isinstance(t, torch.Tensor) else type(t)
-            for i, a in enumerate(args) for t in (optree.tree_leaves(a) if i != argnums else [a])
+            (tuple(t.shape[1:] if d == 0 else t.shape), t.dtype, t.device) if isinstance(t, torch.Tensor) else type(t)
+            for a, d in zip(args, dims) for t in optree.tree_leaves(a)
         )
         if key not in cache:
-            one = list(args)
-            one[argnums] = args[argnums][:1]
+            one = [optree.tree_map(lambda t: t[:1], a) if d == 0 else a for a, d in zip(args, dims)]
             with torch.no_grad():
-                out = map_samples(api, f, one, argnums=argnums, chunk_size=None, randomness="same")
+                out = map_samples(api, f, one, argnums=argnums, chunk_size=None, randomness="same", in_dims=dims)
             cache[key] = (out[0] if has_aux else out).shape[1:]
         return cache[key]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Literal, Union, get_args
+from typing import Any, Callable, Dict, Literal, Tuple, Union, get_args
 
 from torch import Tensor
 
@@ -47,8 +47,14 @@ DivergenceMethod = Literal["auto", "jacobian", "forward", "hutchinson"]
 JacobianPenaltyMethod = Literal["jacobian", "hutchinson"]
 """How ``jacobian_penalty`` computes (names as in :data:`LaplacianMethod`)."""
 
+DSMWeighting = Literal["auto", "none", "sigma2", "edm"]
+"""How denoising score matching weights each noise level's error."""
+
 GradReduction = Literal["elements", "samples"]
 """How a squared gradient error averages: over all ``B * D`` elements, or per sample."""
+
+InDims = Union[Tuple[Union[int, None], ...], None]
+"""``torch.func.vmap``'s in_dims over f's positional arguments: 0 mapped, None shared."""
 
 CompileOption = Union[bool, Dict[str, Any]]
 """False (eager), True (inductor) or a dict of ``torch.compile`` keyword arguments."""

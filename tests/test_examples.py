@@ -6,9 +6,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 import adversarial_robustness  # noqa: E402
+import conditional_wgan_gp  # noqa: E402
 import data_parallel  # noqa: E402
 import force_matching  # noqa: E402
 import inverse_problem  # noqa: E402
+import noise_conditional_score  # noqa: E402
 import pinn_heat  # noqa: E402
 import pinn_high_dim  # noqa: E402
 import pinn_poisson  # noqa: E402
@@ -69,3 +71,15 @@ def test_high_dimensional_pinn_trains_with_the_stochastic_laplacian():
 def test_score_matching_learns_the_score():
     r = score_matching.main(["--steps", "600"])
     assert r["relative_error"] < 0.3
+
+
+def test_noise_conditional_score_model_learns_scores_and_samples_the_mixture():
+    r = noise_conditional_score.main(["--steps", "800"])
+    assert r["score_error_sigma_0.1"] < 0.3 and r["score_error_sigma_1.0"] < 0.3
+    assert r["weights_error"] < 0.1 and r["mmd"] < 0.1 * r["mmd_noise_vs_data"]
+
+
+def test_conditional_wgan_gp_learns_both_conditionals():
+    r = conditional_wgan_gp.main(["--steps", "600"])
+    for label in (0, 1):
+        assert r["after"][f"mmd_{label}"] < 0.3 * r["before"][f"mmd_{label}"]

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from .._attacks import Attack, LossOnOutput, map_with_targets, per_sample_loss, perturb
-from .._typing import PerSampleFn, Randomness
+from .._per_sample import split_conditions
+from .._typing import InDims, PerSampleFn, Randomness
 
 
 def adversarial(
@@ -20,6 +21,7 @@ def adversarial(
     *,
     differentiable: bool = False,
     generator: torch.Generator | None = None,
+    in_dims: InDims = None,
     chunk_size: int | None = None,
     randomness: Randomness = "error",
 ) -> Callable[..., Tensor]:
@@ -33,10 +35,11 @@ def adversarial(
         adversarial training); True also backpropagates through its construction (double
         backprop). With ``norm="linf"`` the sign has zero derivative, so only ``"l2"``
         makes that path nonzero.
-      generator, chunk_size, randomness: as in :func:`functional_grads.perturb`.
+      generator, in_dims, chunk_size, randomness: as in :func:`functional_grads.perturb`.
 
     Returns:
-      ``loss(params, X, Y) -> []``: the mean over samples of ``loss_fn(f(params, x_adv), y)``.
+      ``loss(params, X, *conditions, Y) -> []``: the mean over samples of
+      ``loss_fn(f(params, x_adv, *conditions), y)``.
       Nothing is written into any ``.grad``.
 
     Example:
@@ -50,15 +53,17 @@ def adversarial(
         raise TypeError(f"{api}: attack must be a functional_grads.Attack, got {type(attack).__name__}.")
     if attack.eps == 0:
         raise ValueError(f"{api}: eps must be positive (eps=0 is the plain loss: use loss_fn directly).")
-    attack_fn = perturb(f, loss_fn, attack, generator=generator, chunk_size=chunk_size, randomness=randomness)
+    attack_fn = perturb(f, loss_fn, attack, generator=generator, in_dims=in_dims, chunk_size=chunk_size,
+                        randomness=randomness)
     loss_of_sample = per_sample_loss(api, f, loss_fn)
 
-    def adversarial_loss(params: Any, X: Tensor, Y: Tensor) -> Tensor:
+    def adversarial_loss(params: Any, X: Tensor, *rest: Any) -> Tensor:
+        conditions, (Y,) = split_conditions(api, in_dims, rest, "Y")
         if differentiable:
-            X_adv = attack_fn(params, X, Y)
+            X_adv = attack_fn(params, X, *conditions, Y)
         else:
-            X_adv = attack_fn(optree.tree_map(Tensor.detach, params), X.detach(), Y).detach()
-        return map_with_targets(api, loss_of_sample, params, X_adv, Y, chunk_size=chunk_size,
-                                randomness=randomness).mean()
+            X_adv = attack_fn(optree.tree_map(Tensor.detach, params), X.detach(), *conditions, Y).detach()
+        return map_with_targets(api, loss_of_sample, params, X_adv, Y, conditions=conditions, in_dims=in_dims,
+                                chunk_size=chunk_size, randomness=randomness).mean()
 
     return adversarial_loss

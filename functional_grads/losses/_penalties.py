@@ -11,8 +11,8 @@ from .. import _checks, _random
 from .._input_grad import input_grad
 from .._checks import norm_name
 from .._numerics import vector_norm
-from .._per_sample import map_samples, output_shape
-from .._typing import JacobianPenaltyMethod, Norm, PerSampleFn, Randomness, choices
+from .._per_sample import check_in_dims, map_samples, output_shape, split_conditions
+from .._typing import InDims, JacobianPenaltyMethod, Norm, PerSampleFn, Randomness, choices
 from ..operators import input_jacobian
 
 
@@ -23,6 +23,7 @@ def gradient_penalty(
     target: float = 0.0,
     one_sided: bool = False,
     norm: Norm = "l2",
+    in_dims: InDims = None,
     chunk_size: int | None = None,
     randomness: Randomness = "error",
 ) -> Callable[..., Tensor]:
@@ -35,10 +36,15 @@ def gradient_penalty(
         al. 2017, on :func:`interpolate` points).
       one_sided: penalise only norms above ``target``.
       norm: ``"l2"`` (default), ``"l1"`` or ``"linf"``.
+      in_dims: f's arguments as in :func:`functional_grads.input_grad`; with
+        ``(None, 0, 0, ...)`` the loss takes per-sample conditioning arguments after ``X``
+        and passes them on to ``f`` (NOTE [conditional losses]).
       chunk_size, randomness: as in :func:`functional_grads.input_grad`.
 
     Returns:
-      ``loss(params, X) -> []``, the mean over samples of ``(||grad_x f|| - target)**2``.
+      ``loss(params, X, *conditions) -> []``, the mean over samples of
+      ``(||grad_x f(x, *conditions)|| - target)**2`` (WGAN-GP/R1 on a conditional critic
+      ``D(x, y)``: ``in_dims=(None, 0, 0)``, ``loss(params, X, Y)``).
       Safe at a zero gradient: no NaN from the norm's derivative at 0.
 
     Example:
@@ -49,10 +55,11 @@ def gradient_penalty(
     api = "gradient_penalty"
     norm = norm_name(api, norm)
     _checks.check_number(api, "target", target)
-    grad_x = input_grad(f, chunk_size=chunk_size, randomness=randomness)
+    grad_x = input_grad(f, in_dims=in_dims, chunk_size=chunk_size, randomness=randomness)
 
-    def gradient_penalty_loss(params: Any, X: Tensor) -> Tensor:
-        g = grad_x(params, X).flatten(1)
+    def gradient_penalty_loss(params: Any, X: Tensor, *rest: Any) -> Tensor:
+        conditions, _ = split_conditions(api, in_dims, rest, ())
+        g = grad_x(params, X, *conditions).flatten(1)
         if norm == "l2" and target == 0:
             return g.pow(2).sum(1).mean()  # ||g||^2 exactly, smooth everywhere
         excess = vector_norm(g, norm) - target
@@ -88,6 +95,7 @@ def jacobian_penalty(
     method: JacobianPenaltyMethod = "jacobian",
     num_samples: int = 1,
     generator: torch.Generator | None = None,
+    in_dims: InDims = None,
     chunk_size: int | None = None,
     randomness: Randomness = "error",
     num_projections: int | None = None,
@@ -105,10 +113,11 @@ def jacobian_penalty(
       generator: draws the projections (reproducible with a seeded generator). Under
         ``torch.compile`` a generator cannot be traced, so the step then runs eagerly
         (with a ``CompileFallbackWarning``); without one, the global RNG is used and it compiles.
-      chunk_size, randomness: as in :func:`functional_grads.input_grad`.
+      in_dims, chunk_size, randomness: as in :func:`gradient_penalty`.
 
     Returns:
-      ``loss(params, X) -> []``, the mean over samples of ``||J_i||_F^2`` (an estimate of it).
+      ``loss(params, X, *conditions) -> []``, the mean over samples of ``||J_i||_F^2`` (an
+      estimate of it).
 
     Example:
       >>> f = lambda p, x: p["A"] @ x
@@ -120,23 +129,26 @@ def jacobian_penalty(
     _checks.check_choice(api, "method", method, choices(JacobianPenaltyMethod))
     num_samples = _checks.renamed(api, "num_samples", num_samples, "num_projections", num_projections)
     _checks.check_number(api, "num_samples", num_samples, low=1, integer=True)
-    if method == "jacobian":
-        jac = input_jacobian(f, chunk_size=chunk_size, randomness=randomness)
-        return lambda params, X: jac(params, X).flatten(1).pow(2).sum(1).mean()
-    shape_of = output_shape(api, f)
+    check_in_dims(api, in_dims, 1)
+    jac = input_jacobian(f, in_dims=in_dims, chunk_size=chunk_size, randomness=randomness)
+    shape_of = output_shape(api, f, in_dims=in_dims)
 
-    def one(params: Any, x: Tensor, v: Tensor) -> Tensor:
-        _, vjp_fn = torch.func.vjp(lambda y: f(params, y), x)  # type: ignore[misc]
+    def one(params: Any, x: Tensor, *c_and_v: Any) -> Tensor:
+        *conditions, v = c_and_v
+        _, vjp_fn = torch.func.vjp(lambda y: f(params, y, *conditions), x)  # type: ignore[misc]
         u = torch.func.vmap(lambda vi: vjp_fn(vi)[0])(v)  # [P, *x_shape]; no forward runs here
         return u.pow(2).flatten(1).sum(1).mean()
 
-    def jacobian_penalty_loss(params: Any, X: Tensor) -> Tensor:
+    def jacobian_penalty_loss(params: Any, X: Tensor, *rest: Any) -> Tensor:
+        conditions, _ = split_conditions(api, in_dims, rest, ())
+        if method == "jacobian":
+            return jac(params, X, *conditions).flatten(1).pow(2).sum(1).mean()
         _checks.check_batch(api, (params, X), 1)
-        out_shape = shape_of(params, X)
+        out_shape = shape_of(params, X, *conditions)
         # Uniform on the sphere of radius sqrt(n_out): E[v v^T] = I, so E||v^T J||^2 = ||J||_F^2.
         v = _random.probes(X, (X.shape[0], num_samples, *out_shape), "sphere",
                            event_dims=len(out_shape), generator=generator)
-        return map_samples(api, one, (params, X, v), argnums=1, chunk_size=chunk_size,
-                           randomness=randomness, also=(2,)).mean()
+        return map_samples(api, one, (params, X, *conditions), argnums=1, chunk_size=chunk_size,
+                           randomness=randomness, in_dims=in_dims, extra=(v,)).mean()
 
     return jacobian_penalty_loss

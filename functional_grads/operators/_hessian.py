@@ -8,8 +8,8 @@ import torch
 from torch.func import grad, jacrev
 
 from .. import _checks
-from .._per_sample import map_samples, scalar_output
-from .._typing import PerSampleFn, Randomness
+from .._per_sample import check_in_dims, map_samples, scalar_output
+from .._typing import InDims, PerSampleFn, Randomness
 
 
 def input_hessian(
@@ -17,10 +17,14 @@ def input_hessian(
     /,
     *,
     argnums: int = 1,
+    in_dims: InDims = None,
     chunk_size: int | None = None,
     randomness: Randomness = "error",
 ) -> Callable[..., Any]:
     """Per-sample Hessian of a scalar-per-sample ``f`` w.r.t. its batched input.
+
+    Args:
+      argnums, in_dims, chunk_size, randomness: as in :func:`functional_grads.input_grad`.
 
     Returns:
       A function ``(params, X) -> H [B, *x_shape, *x_shape]``.
@@ -35,13 +39,15 @@ def input_hessian(
     api = "input_hessian"
     _checks.check_callable(api, f)
     _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
+    check_in_dims(api, in_dims, argnums)
     # NOTE [hessian composition]: torch.func.hessian is jacfwd(jacrev(f)); under an
     # outer grad it fails to compile on torch 2.13 (fake-tensor error), while
     # jacrev(grad(f)) compiles and is exact, so we use reverse-over-reverse.
     h = jacrev(grad(scalar_output(api, f, False), argnums=argnums), argnums=argnums)
 
     def input_hessian_fn(*args: Any) -> Any:
-        return map_samples(api, h, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
+        return map_samples(api, h, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness,
+                           in_dims=in_dims)
 
     return input_hessian_fn
 
@@ -51,10 +57,15 @@ def hvp(
     /,
     *,
     argnums: int = 1,
+    in_dims: InDims = None,
     chunk_size: int | None = None,
     randomness: Randomness = "error",
 ) -> Callable[..., Any]:
     """Per-sample Hessian-vector product of a scalar-per-sample ``f``, without forming H.
+
+    Args:
+      argnums, in_dims, chunk_size, randomness: as in :func:`functional_grads.input_grad`
+        (``in_dims`` describes f's arguments; ``V`` is always mapped).
 
     Returns:
       A function ``(params, X, V) -> H_i v_i [B, *x_shape]`` where ``V`` is
@@ -69,6 +80,7 @@ def hvp(
     api = "hvp"
     _checks.check_callable(api, f)
     _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
+    check_in_dims(api, in_dims, argnums)
     g = grad(scalar_output(api, f, False), argnums=argnums)
 
     # NOTE [hvp composition]: reverse-over-reverse (the gradient of <grad f, v>) needs only
@@ -93,9 +105,7 @@ def hvp(
                 f"{api}: V (last argument) must be shaped like X {_checks.fmt(x.shape)}, "
                 f"one vector per sample; got {got}."
             )
-        return map_samples(
-            api, one, args_and_v, argnums=argnums, chunk_size=chunk_size,
-            randomness=randomness, also=(len(args_and_v) - 1,),
-        )
+        return map_samples(api, one, args_and_v[:-1], argnums=argnums, chunk_size=chunk_size,
+                           randomness=randomness, in_dims=in_dims, extra=(v,))
 
     return hvp_fn

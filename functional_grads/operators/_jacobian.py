@@ -10,8 +10,8 @@ from torch.func import jacfwd, jacrev, jvp, vmap
 
 from .. import _checks, _random
 from .._context import compiling
-from .._per_sample import inner_randomness, map_samples, output_shape, same_shape_output
-from .._typing import DivergenceMethod, JacobianMode, PerSampleFn, Probe, Randomness, choices
+from .._per_sample import check_in_dims, inner_randomness, map_samples, output_shape, same_shape_output
+from .._typing import DivergenceMethod, InDims, JacobianMode, PerSampleFn, Probe, Randomness, choices
 
 
 
@@ -22,6 +22,7 @@ def input_jacobian(
     argnums: int = 1,
     mode: JacobianMode = "auto",
     has_aux: bool = False,
+    in_dims: InDims = None,
     chunk_size: int | None = None,
     randomness: Randomness = "error",
 ) -> Callable[..., Any]:
@@ -33,7 +34,7 @@ def input_jacobian(
       mode: ``"rev"`` (one VJP per output), ``"fwd"`` (one JVP per input) or ``"auto"``
         (default): forward mode when the input has fewer elements than the output,
         except under ``torch.compile`` (see NOTE [jacfwd under compile]).
-      has_aux, chunk_size, randomness: as in :func:`input_grad`.
+      has_aux, in_dims, chunk_size, randomness: as in :func:`input_grad`.
 
     Returns:
       A function ``(params, X) -> J [B, *out_shape, *x_shape]`` (``(J, aux)`` with ``has_aux``).
@@ -47,13 +48,14 @@ def input_jacobian(
     _checks.check_callable(api, f)
     _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
     _checks.check_choice(api, "mode", mode, choices(JacobianMode))
+    check_in_dims(api, in_dims, argnums)
 
     def checked(*args: Any) -> Any:
         out = f(*args)
         _checks.check_tensor_output(api, _checks.split_aux(api, out)[0] if has_aux else out)
         return out
 
-    shape_of = output_shape(api, checked, argnums, has_aux)
+    shape_of = output_shape(api, checked, argnums, has_aux, in_dims)
 
     def input_jacobian_fn(*args: Any) -> Any:
         _checks.check_batch(api, args, argnums)
@@ -67,7 +69,8 @@ def input_jacobian(
         )
         jac = (jacfwd(checked, argnums=argnums, has_aux=has_aux, randomness=inner_randomness(randomness)) if use_fwd
                else jacrev(checked, argnums=argnums, has_aux=has_aux))
-        return map_samples(api, jac, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
+        return map_samples(api, jac, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness,
+                           in_dims=in_dims)
 
     return input_jacobian_fn
 
@@ -82,6 +85,7 @@ def divergence(
     generator: torch.Generator | None = None,
     argnums: int = 1,
     mode: JacobianMode = "auto",
+    in_dims: InDims = None,
     chunk_size: int | None = None,
     randomness: Randomness = "error",
 ) -> Callable[..., Any]:
@@ -97,7 +101,7 @@ def divergence(
         ``sum_{i!=j} (J_ij^2 + J_ij J_ji) / num_samples`` for Rademacher probes), as in
         FFJORD and sliced score matching.
       probe, generator: the probes' kind and generator (``"hutchinson"`` only).
-      argnums, chunk_size, randomness: as in :func:`input_grad`.
+      argnums, in_dims, chunk_size, randomness: as in :func:`input_grad`.
 
     Returns:
       A function ``(params, X) -> [B]``.
@@ -113,7 +117,8 @@ def divergence(
     _checks.check_number(api, "num_samples", num_samples, low=1, integer=True)
     _checks.check_choice(api, "probe", probe, _random.PROBES)
     field = same_shape_output(api, f, argnums)
-    jac = input_jacobian(field, argnums=argnums, mode=mode, chunk_size=chunk_size, randomness=randomness)
+    jac = input_jacobian(field, argnums=argnums, mode=mode, in_dims=in_dims, chunk_size=chunk_size,
+                         randomness=randomness)
 
     def one(*args_and_v: Any) -> torch.Tensor:
         *args, V = args_and_v
@@ -140,8 +145,8 @@ def divergence(
             V = torch.eye(D, dtype=X.dtype, device=X.device).expand(X.shape[0], D, D)
         else:
             V = _random.probes(X, (X.shape[0], num_samples, D), probe, generator=generator)
-        return map_samples(api, one, (*args, V), argnums=argnums, chunk_size=chunk_size,
-                           randomness=randomness, also=(len(args),))
+        return map_samples(api, one, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness,
+                           in_dims=in_dims, extra=(V,))
 
     return divergence_fn
 

@@ -18,8 +18,8 @@ from torch.overrides import TorchFunctionMode
 
 from .. import _checks, _random
 from .._context import compiling
-from .._per_sample import inner_randomness, map_samples, scalar_output
-from .._typing import LaplacianMethod, PerSampleFn, Probe, Randomness, choices
+from .._per_sample import check_in_dims, inner_randomness, map_samples, scalar_output
+from .._typing import InDims, LaplacianMethod, PerSampleFn, Probe, Randomness, choices
 from . import _forward_laplacian
 from ._hessian import input_hessian
 
@@ -37,6 +37,7 @@ def laplacian(
     probe: Probe = "rademacher",
     generator: torch.Generator | None = None,
     argnums: int = 1,
+    in_dims: InDims = None,
     chunk_size: int | None = None,
     randomness: Randomness = "error",
 ) -> Callable[..., Tensor]:
@@ -65,7 +66,7 @@ def laplacian(
       num_samples, probe, generator: the stochastic methods' probes per sample, their
         kind (``"rademacher"``, ``"gaussian"``, ``"sphere"``) and generator. A squared
         residual built from one estimate is biased: multiply two independent estimates.
-      argnums, chunk_size, randomness: as in :func:`input_grad`.
+      argnums, in_dims, chunk_size, randomness: as in :func:`input_grad`.
 
     Returns:
       A function ``(params, X) -> [B]``.
@@ -79,7 +80,7 @@ def laplacian(
       tensor([10.])
     """
     api = "laplacian"
-    op = _operator(api, f, method, dims, weights, num_samples, probe, argnums, chunk_size, randomness)
+    op = _operator(api, f, method, dims, weights, num_samples, probe, argnums, in_dims, chunk_size, randomness)
     return lambda *args: op(args, generator)[2]
 
 
@@ -90,6 +91,7 @@ def derivatives(
     dims: Sequence[int] | None = None,
     weights: Tensor | None = None,
     argnums: int = 1,
+    in_dims: InDims = None,
     chunk_size: int | None = None,
     randomness: Randomness = "error",
 ) -> Callable[..., tuple[Tensor, Tensor, Tensor]]:
@@ -100,6 +102,7 @@ def derivatives(
 
     Args:
       dims, weights: the second-order operator, as in :func:`laplacian`.
+      argnums, in_dims, chunk_size, randomness: as in :func:`input_grad`.
 
     Returns:
       A function ``(params, X) -> (values [B], grads [B, *x_shape], laplacian [B])``.
@@ -111,17 +114,19 @@ def derivatives(
       (tensor([2.]), tensor([[2., 2.]]), tensor([4.]))
     """
     api = "derivatives"
-    op = _operator(api, f, "forward", dims, weights, 1, "rademacher", argnums, chunk_size, randomness, bundle=True)
+    op = _operator(api, f, "forward", dims, weights, 1, "rademacher", argnums, in_dims, chunk_size, randomness,
+                   bundle=True)
     return lambda *args: op(args, None)
 
 
 def _operator(
     api: str, f: PerSampleFn, method: Any, dims: Any, weights: Any, num_samples: Any, probe: Any,
-    argnums: int, chunk_size: int | None, randomness: Randomness, bundle: bool = False,
+    argnums: int, in_dims: InDims, chunk_size: int | None, randomness: Randomness, bundle: bool = False,
 ) -> Callable[[tuple[Any, ...], torch.Generator | None], tuple[Any, Any, Tensor]]:
     """``(args, generator) -> (values or None, grads or None, operator [B])``."""
     _checks.check_callable(api, f)
     _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
+    check_in_dims(api, in_dims, argnums)
     _checks.check_choice(api, "method", method, choices(LaplacianMethod))
     _checks.check_number(api, "num_samples", num_samples, low=1, integer=True)
     _checks.check_choice(api, "probe", probe, _random.PROBES)
@@ -141,20 +146,19 @@ def _operator(
             grads = J[:, -V.shape[-1]:].reshape(X.shape) if bundle else None
             return value, grads, op
         if chosen == "hessian":
-            H = input_hessian(f, argnums=argnums, chunk_size=chunk_size, randomness=randomness)(*args)
+            H = input_hessian(f, argnums=argnums, in_dims=in_dims, chunk_size=chunk_size, randomness=randomness)(*args)
             H = H.reshape(X.shape[0], V.shape[-1], V.shape[-1])
             return None, None, torch.einsum("bij,ki,kj,k->b", H, V, V, w)
         per_sample = V.ndim == 3  # stochastic draws differ per sample
         inner = inner_randomness(randomness)
         one = _bundle_one if bundle else (_taylor_one if chosen == "taylor" else _hvp_one)
-        mapped = (*args, V, w) if per_sample else (*args,)
 
         def fn(*a: Any) -> Any:
             *rest, Vs, ws = a if per_sample else (*a, V, w)
             return one(scalar, list(rest), argnums, Vs, ws, inner)
 
-        out = map_samples(api, fn, mapped, argnums=argnums, chunk_size=chunk_size, randomness=randomness,
-                          also=(len(args), len(args) + 1) if per_sample else ())
+        out = map_samples(api, fn, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness,
+                          in_dims=in_dims, extra=(V, w) if per_sample else ())
         return out if bundle else (None, None, out)
 
     return run
