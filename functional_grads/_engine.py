@@ -100,7 +100,7 @@ def build_step(
         if check_reduced is not None:
             check_reduced(result.info)
         if check:
-            check_result(api, result.value, result.grads, fl, hint=_empty_batch_hint(args, static) or hint,
+            check_result(api, result.value, result.grads, fl, hint=lambda: _empty_batch_hint(args, static) or hint,
                          **({} if optimizer is None else {"params": result.params}))
         return result
 
@@ -224,7 +224,8 @@ def refuse_transforms(api: str) -> None:
         )
 
 
-def check_result(api: str, value: Tensor, grads: Any, flags: Tensor | tuple[float, float, float], hint: str = "",
+def check_result(api: str, value: Tensor, grads: Any, flags: Tensor | tuple[float, float, float],
+                 hint: Callable[[], str] = lambda: "",
                  **trees: Any) -> None:
     """Raise on NaN/Inf, naming every non-finite leaf; warn on an all-zero gradient.
 
@@ -236,7 +237,7 @@ def check_result(api: str, value: Tensor, grads: Any, flags: Tensor | tuple[floa
         raise FloatingPointError(
             f"{api}: non-finite result: loss = {value.item()}, gradient leaves with NaN/Inf: {bad}"
             + (f", results with NaN/Inf: {more}" if more else "") + ". "
-            + (hint or "Check the data for NaN/Inf, lower the learning rate, or look for a "
+            + (hint() or "Check the data for NaN/Inf, lower the learning rate, or look for a "
                "norm/sqrt/log evaluated at 0 inside the loss.")
         )
     if peak == 0:

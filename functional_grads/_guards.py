@@ -121,19 +121,30 @@ def module_state(roots: list[nn.Module]) -> tuple[Any, ...]:
 
 def _add_state(m: nn.Module, key: list[Any]) -> None:
     d = m.__dict__
-    key.append(id(m))
-    key.append(len(d["_forward_hooks"]) + len(d["_forward_pre_hooks"]) + len(d["_backward_hooks"])
-               + len(d["_backward_pre_hooks"]))
+    append = key.append
+    append(id(m))
+    append(len(d["_forward_hooks"]) + len(d["_forward_pre_hooks"]) + len(d["_backward_hooks"])
+           + len(d["_backward_pre_hooks"]))
     # Parameters and buffers by identity (a replaced tensor, e.g. a frozen weight loaded
     # from a checkpoint, is read by a new graph; in-place changes are seen by every graph)
     # and requires_grad flag.
-    key.extend((id(t), t.requires_grad) if t is not None else None for t in d["_parameters"].values())
-    key.extend(id(t) for t in d["_buffers"].values())
+    for t in d["_parameters"].values():
+        if t is not None:
+            append(id(t))
+            append(t.requires_grad)
+    for t in d["_buffers"].values():
+        append(id(t))
+    append(len(d))  # attributes added or removed: the positions below stay aligned
     for name, v in d.items():  # plain attributes: training, sizes, p, eps, coefficient tuples, ...
-        if type(v) in _PLAIN or type(v) in _CONTAINERS:
-            key.append((name, _value(v)))
-        elif name not in _MODULE_INTERNALS and not isinstance(v, (torch.Tensor, nn.Module)):
-            key.append((name, id(v)))  # any other object: by identity (NOTE [narrow guards])
+        kind = type(v)
+        if kind in _PLAIN:
+            append(v)
+        elif name in _MODULE_INTERNALS:
+            continue
+        elif kind in _CONTAINERS:
+            append(_value(v))
+        elif not isinstance(v, (torch.Tensor, nn.Module)):
+            append(id(v))  # any other object: by identity (NOTE [narrow guards])
     for child in d["_modules"].values():
         if child is not None:
             _add_state(child, key)
