@@ -1,10 +1,13 @@
 """Gradient matching trained data-parallel: replicas stay identical, loss equals one process.
 
-Run: ``torchrun --nproc_per_node 2 examples/data_parallel.py [--steps N] [--compile]``
-(or plain ``python examples/data_parallel.py`` for one process). Each rank trains on its
-own shard of N samples of ``grad V(x) = 2 P x``; ``fg.distributed.data_parallel``
-averages gradients over the global sample count in one all-reduce per step. Rank 0 also
-trains the same model on the full batch in one process and prints the difference.
+Run: ``torchrun --nproc_per_node 2 examples/data_parallel.py [--steps N] [--compile]
+[--shard none|optimizer|params]`` (or plain ``python examples/data_parallel.py`` for one
+process). Each rank trains on its own shard of N samples of ``grad V(x) = 2 P x``;
+``fg.distributed.data_parallel`` averages gradients over the global sample count (one
+all-reduce per step; with ``--shard``, a reduce-scatter and an all-gather, and each rank
+keeps only its slice of the optimizer state, and of the params with ``params``). Rank 0
+also trains the same model on the full batch in one process and prints the difference
+and the bytes of params and optimizer state it kept.
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--samples", type=int, default=4097)  # deliberately not divisible by 2
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--shard", choices=["none", "optimizer", "params"], default="none",
+                        help="none: full copies on every rank; optimizer: ZeRO-1/2 (optimizer state and "
+                             "gradients sharded); params: ZeRO-3 (params too)")
     args = _cli.parse(parser, argv)
+    shard_mode = None if args.shard == "none" else args.shard
     _init()
     rank, world = dist.get_rank(), dist.get_world_size()
 
@@ -38,14 +45,20 @@ def main(argv: list[str] | None = None) -> dict:
     f, params = fg.functionalize(model)
     params = fg.distributed.broadcast_params(params, src=0)
     loss, opt = fg.losses.gradient_matching(f), fg.optim.adam(1e-2)
-    step = fg.distributed.data_parallel(loss, opt, compile=args.compile)
+    step = fg.distributed.data_parallel(loss, opt, shard=shard_mode, compile=args.compile)
 
     shard = torch.tensor_split(torch.arange(args.samples), world)[rank]
-    p, state = params, opt.init(params)
+    p = fg.distributed.shard_params(params) if shard_mode == "params" else params
+    state = fg.distributed.init_state(opt, p, shard=shard_mode)
     for i in range(args.steps):
         p, state, value = step(p, state, X[shard], S[shard])
         if rank == 0 and (i % max(args.steps // 5, 1) == 0 or i == args.steps - 1):
             print(f"step {i:4d}  global loss {value.item():.6f}  (rank 0 holds {len(shard)} of {args.samples})")
+    kept = sum(t.numel() * t.element_size() for t in torch.utils._pytree.tree_leaves((p, state))
+               if isinstance(t, torch.Tensor))
+    full = sum(t.numel() * t.element_size() for t in torch.utils._pytree.tree_leaves((params, opt.init(params))))
+    if shard_mode == "params":
+        p = fg.distributed.gather_params(p)
 
     flat = torch.cat([t.flatten() for t in p.values()])
     replicas = [torch.zeros_like(flat) for _ in range(world)]
@@ -58,9 +71,11 @@ def main(argv: list[str] | None = None) -> dict:
             single, s_state, single_value = one(single, s_state, X, S)
         result["vs_single"] = max((p[k] - single[k]).abs().max().item() for k in p)
         result["loss_gap"] = abs(value.item() - single_value.item())
-        print(f"\n{world} process(es): replicas identical to {result['replica_gap']:.1e}; params vs one "
-              f"process on the full batch: max difference {result['vs_single']:.1e}; loss difference "
-              f"{result['loss_gap']:.1e}")
+        result["bytes_per_rank"], result["bytes_full"] = kept, full
+        print(f"\n{world} process(es), shard={shard_mode}: replicas identical to {result['replica_gap']:.1e}; "
+              f"params vs one process on the full batch: max difference {result['vs_single']:.1e}; loss "
+              f"difference {result['loss_gap']:.1e}; params + optimizer state kept by rank 0: {kept} bytes "
+              f"of {full} ({kept / full:.2f})")
     dist.destroy_process_group()
     return result
 

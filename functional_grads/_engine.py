@@ -7,7 +7,10 @@ NOTE [step core]: the pure step is ``args -> (StepResult, flags)``:
   1. ``grad_step``: value, aux and gradient w.r.t. the differentiated arguments;
   2. ``reduce`` (data-parallel): gradients and value combined across ranks, plus an
      ``info`` tensor that ``check_reduced`` inspects on the host;
-  3. ``optimizer``: the update and the new params and state;
+  3. ``update`` (an :class:`Update`, e.g. :func:`optimizer_update`): the new params and
+     state from the gradients (sharded data-parallel modes slice, update and gather here,
+     and hold params in their own form, which ``Update.loss_params`` turns into the
+     pytree the loss takes);
   4. ``flags``: three numbers that decide the result check.
 It is compiled in one piece (``maybe_compile``); the wrapper refuses ``check=True`` inside
 torch.func transforms, runs it, explains a mismatched optimizer state, and checks results.
@@ -34,6 +37,27 @@ Reduce = Callable[[Tensor, Any, tuple[Any, ...]], "tuple[Tensor, Any, Tensor]"]
 """``(value, grads, batch) -> (value, grads, info)``: a cross-process combination."""
 
 
+class Update(NamedTuple):
+    """How a train step turns gradients into new params and optimizer state."""
+
+    loss_params: Callable[[Any], Any]
+    """params as the step holds them -> the params pytree the loss takes."""
+    apply: Callable[[Any, Any, Any], "tuple[Any, Any]"]
+    """``(params, state, grads) -> (params, state)``."""
+    init: Callable[[Any], Any]
+    """params as held -> a fresh state (used to explain a mismatched state)."""
+
+
+def optimizer_update(optimizer: GradientTransformation, **extra: Any) -> Update:
+    """The plain update: ``optimizer.update`` on the whole params pytree."""
+
+    def apply(params: Any, state: Any, grads: Any) -> tuple[Any, Any]:
+        updates, state = optimizer.update(grads, state, params, **extra)
+        return apply_updates(params, updates), state
+
+    return Update(lambda params: params, apply, optimizer.init)
+
+
 class StepResult(NamedTuple):
     """What one step returns: ``params`` and ``state`` are the updated ones (None
     without an optimizer), ``info`` what ``reduce`` reported (None without one)."""
@@ -52,7 +76,7 @@ def build_step(
     *,
     argnums: int | tuple[int, ...] = 0,
     has_aux: bool = False,
-    optimizer: GradientTransformation | None = None,
+    update: Update | None = None,
     reduce: Reduce | None = None,
     check_reduced: Callable[[Tensor], None] | None = None,
     compile: CompileOption = False,
@@ -61,18 +85,18 @@ def build_step(
 ) -> Callable[..., StepResult]:
     """The one step core (NOTE [step core]).
 
-    Without ``optimizer``: ``(*args) -> StepResult`` with the gradient w.r.t. ``argnums``.
+    Without ``update``: ``(*args) -> StepResult`` with the gradient w.r.t. ``argnums``.
     With one: ``(params, state, *batch) -> StepResult``, the gradient w.r.t. ``params``.
     """
     gstep = grad_step(api, loss, argnums=argnums, has_aux=has_aux)
     positions = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-    static = (0, 1) if optimizer is not None else positions
+    static = (0, 1) if update is not None else positions
 
     def pure(*args: Any) -> tuple[StepResult, Any]:
-        if optimizer is not None:
+        if update is not None:
             params, state, *rest = args
             batch = tuple(rest)
-            value, aux, grads = gstep(params, *batch)
+            value, aux, grads = gstep(update.loss_params(params), *batch)
         else:
             params = state = None
             batch = tuple(a for i, a in enumerate(args) if i not in positions)
@@ -80,10 +104,9 @@ def build_step(
         info = None
         if reduce is not None:
             value, grads, info = reduce(value, grads, batch)
-        if optimizer is not None:
-            updates, state = optimizer.update(grads, state, params)
-            params = apply_updates(params, updates)
-        fl = (flags(value, grads) if optimizer is None else flags(value, grads, params)) if check else None
+        if update is not None:
+            params, state = update.apply(params, state, grads)
+        fl = (flags(value, grads) if update is None else flags(value, grads, params)) if check else None
         return StepResult(value, aux, grads, params, state, info), fl
 
     run = maybe_compile(api, pure, compile, static)
@@ -94,24 +117,24 @@ def build_step(
         try:
             result, fl = run(*args)
         except Exception as error:
-            if optimizer is not None and len(args) >= 2:
-                check_state(api, optimizer, args[0], args[1], error)
+            if update is not None and len(args) >= 2:
+                check_state(api, update, args[0], args[1], error)
             raise
         if check_reduced is not None:
             check_reduced(result.info)
         if check:
             check_result(api, result.value, result.grads, fl, hint=lambda: _empty_batch_hint(args, static) or hint,
-                         **({} if optimizer is None else {"params": result.params}))
+                         **({} if update is None else {"params": result.params}))
         return result
 
     return step
 
 
-def check_state(api: str, optimizer: GradientTransformation, params: Any, state: Any, error: Exception) -> None:
+def check_state(api: str, update: Update, params: Any, state: Any, error: Exception) -> None:
     """Raise a clear error, from ``error``, if ``state`` is not shaped like
-    ``optimizer.init(params)`` (state kept from other params); else return."""
+    ``update.init(params)`` (state kept from other params); else return."""
     try:
-        fresh = optimizer.init(optree.tree_map(lambda t: t.to("meta") if isinstance(t, Tensor) else t, params))
+        fresh = update.init(optree.tree_map(lambda t: t.to("meta") if isinstance(t, Tensor) else t, params))
     except Exception:  # noqa: BLE001 - params the optimizer cannot init: the original error says more
         return
     shape = lambda t: tuple(t.shape) if isinstance(t, Tensor) else None  # noqa: E731

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ._checks import match_names, match_tensor
-from ._engine import build_step
+from ._engine import build_step, optimizer_update
 from ._typing import CompileOption, LossFn, Params, PyTree
 from .optim._transforms import GradientTransformation
 
@@ -45,7 +45,7 @@ def make_step(
             f"(e.g. optim.adam(1e-3)), got {type(optimizer).__name__}. For a torch.optim "
             "optimizer, use value_and_grad and apply_grads."
         )
-    run = build_step(api, loss, optimizer=optimizer, compile=compile, check=check,
+    run = build_step(api, loss, update=optimizer_update(optimizer), compile=compile, check=check,
                      hint="Check the data and the optimizer's settings (learning rate, betas, eps).")
 
     def step(params: Params, state: PyTree, *batch: Any) -> tuple[Params, PyTree, torch.Tensor]:

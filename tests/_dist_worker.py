@@ -104,6 +104,69 @@ def scenario_frozen(rank, world):
     return {"keys": sorted(ours), "vs_single": _max_diff(ours, reference)}
 
 
+def _sharded_losses(f):
+    return {
+        "gradient_matching": (fg.losses.gradient_matching(f), lambda X, dY: (X, dY)),
+        "gradient_penalty": (fg.losses.gradient_penalty(f, target=1.0), lambda X, dY: (X,)),
+        "laplacian_pinn": (fg.losses.pde_residual(lambda p, X: fg.laplacian(f)(p, X) - X.sum(1)), lambda X, dY: (X,)),
+    }
+
+
+def _bytes(tree):
+    return sum(t.numel() * t.element_size() for t in torch.utils._pytree.tree_leaves(tree) if isinstance(t, torch.Tensor))
+
+
+def scenario_sharded(rank, world, compile, losses=("gradient_matching", "gradient_penalty", "laplacian_pinn"),
+                     steps=20, sizes=None):
+    """Every shard mode equals single-process full-batch training; bytes kept per rank."""
+    out = {}
+    X, _, dY = _data()
+    sizes = sizes or ([51, 50] if world == 2 else None)  # uneven
+    opt = fg.optim.chain(fg.optim.clip_by_global_norm(1.0), fg.optim.adam(1e-2))
+    for name in losses:
+        f, params = fg.functionalize(mlp(3, 8, 2, seed=1))
+        loss, args = _sharded_losses(f)[name]
+        reference = _train(fg.make_step(loss, opt), params, opt, args(X, dY), steps)
+        local = args(_shard(X, rank, world, sizes), _shard(dY, rank, world, sizes))
+        for shard in ("optimizer", "params"):
+            held = fg.distributed.shard_params(params) if shard == "params" else params
+            state = fg.distributed.init_state(opt, held, shard=shard)
+            step = fg.distributed.data_parallel(loss, opt, shard=shard, compile=compile)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", fg.CompileFallbackWarning)
+                for _ in range(steps):
+                    held, state, _ = step(held, state, *local)
+            ours = fg.distributed.gather_params(held) if shard == "params" else held
+            full = _bytes(params) + _bytes(opt.init(params))
+            kept = _bytes(held.shard if shard == "params" else {}) + _bytes(state)
+            out[f"{name}/{shard}"] = {"vs_single": _max_diff(ours, reference), "kept": kept, "full": full,
+                                      "full_state": _bytes(opt.init(params)), "state": _bytes(state),
+                                      "fallbacks": [str(w.message)[:200] for w in caught]}
+    return out
+
+
+def scenario_checkpoint(rank, world, out_dir, save):
+    """Save after 10 sharded steps at one world size; load at another and train 10 more."""
+    X, _, dY = _data()
+    f, params = fg.functionalize(mlp(3, 8, 2, seed=1))
+    loss, opt = fg.losses.gradient_matching(f), fg.optim.adam(1e-2)
+    path = Path(out_dir).parent / "sharded.pt"
+    local = (_shard(X, rank, world), _shard(dY, rank, world))
+    step = fg.distributed.data_parallel(loss, opt, shard="params")
+    if save:
+        held = fg.distributed.shard_params(params)
+        state = fg.distributed.init_state(opt, held, shard="params")
+        for _ in range(10):
+            held, state, _ = step(held, state, *local)
+        fg.distributed.save_checkpoint(path, held, state)
+        return None
+    held, state = fg.distributed.load_checkpoint(path, shard="params")
+    for _ in range(10):
+        held, state, _ = step(held, state, *local)
+    reference = _train(fg.make_step(loss, opt), params, opt, (X, dY), 20)
+    return {"vs_single": _max_diff(fg.distributed.gather_params(held), reference)}
+
+
 def scenario_layout(rank, world):
     _, params = fg.functionalize(mlp(3, 4 + (rank == world - 1), 1, seed=rank))
     try:
@@ -159,6 +222,17 @@ def main(rank, world, port, out_dir, scenarios):
                 results[name] = scenario_empty_global(rank, world)
             elif name == "frozen":
                 results[name] = scenario_frozen(rank, world)
+            elif name == "sharded":
+                results[name] = scenario_sharded(rank, world, False)
+            elif name == "sharded_compiled":
+                results[name] = scenario_sharded(rank, world, True, losses=("gradient_matching",), steps=5)
+            elif name == "sharded_empty":
+                results[name] = scenario_sharded(rank, world, False, losses=("gradient_matching",), steps=5,
+                                                 sizes=[101] + [0] * (world - 1))
+            elif name == "checkpoint_save":
+                results[name] = scenario_checkpoint(rank, world, out_dir, save=True)
+            elif name == "checkpoint_load":
+                results[name] = scenario_checkpoint(rank, world, out_dir, save=False)
             elif name == "layout":
                 results[name] = scenario_layout(rank, world)
             elif name == "ddp":

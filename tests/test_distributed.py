@@ -34,7 +34,8 @@ def _run(world, scenarios, tmp_path, timeout=240):
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    return _run(2, ["eager", "empty", "nan", "layout", "compiled", "ddp", "empty_global", "frozen"], tmp_path_factory.mktemp("dp2"))
+    return _run(2, ["eager", "empty", "nan", "layout", "compiled", "ddp", "empty_global", "frozen",
+                   "sharded", "sharded_compiled", "sharded_empty", "checkpoint_save"], tmp_path_factory.mktemp("dp2"))
 
 
 def test_two_ranks_equal_single_process_training_uneven_shards(two_ranks):
@@ -89,10 +90,43 @@ def test_ddp_under_double_backward_documented(two_ranks):
         assert static["error"] is not None or static["replica_gap"] >= 0.0
 
 
-def test_three_ranks(tmp_path):
-    for r in _run(3, ["eager"], tmp_path):
+def _check_sharded(result, world):
+    for key, r in result.items():
+        assert r["vs_single"] < 1e-12, key
+        slack = 8 * (world - 1) * 3  # padding: at most world - 1 float64 elements per flat buffer
+        assert r["state"] <= r["full_state"] / world + slack, key  # optimizer state: 1 / world
+        if key.endswith("/params"):  # params and state: 1 / world
+            assert r["kept"] <= r["full"] / world + slack, key
+
+
+def test_sharded_modes_equal_single_process_training(two_ranks):
+    # gradient matching, a gradient penalty and a Laplacian PINN loss, 20 steps of
+    # clip_by_global_norm + adam, shards of 51 and 50 samples
+    for r in two_ranks:
+        assert len(r["sharded"]) == 6
+        _check_sharded(r["sharded"], 2)
+
+
+def test_sharded_modes_compile_with_the_collectives_inside(two_ranks):
+    for r in two_ranks:
+        _check_sharded(r["sharded_compiled"], 2)
+        assert all(res["fallbacks"] == [] for res in r["sharded_compiled"].values())
+
+
+def test_sharded_modes_with_an_empty_shard(two_ranks):
+    for r in two_ranks:
+        _check_sharded(r["sharded_empty"], 2)
+
+
+def test_three_ranks(two_ranks, tmp_path_factory):
+    # also: the checkpoint the two-rank run wrote (beside its folder) loads at three ranks and at one
+    for r in _run(3, ["eager", "sharded", "checkpoint_load"], tmp_path_factory.mktemp("dp3")):
         for loss in ("gradient_matching", "sobolev"):
             assert r["eager"][loss]["vs_single"] < 1e-12 and r["eager"][loss]["replicas"] == 0.0
+        _check_sharded(r["sharded"], 3)
+        assert r["checkpoint_load"]["vs_single"] < 1e-12
+    (one,) = _run(1, ["checkpoint_load"], tmp_path_factory.mktemp("dp1"))
+    assert one["checkpoint_load"]["vs_single"] < 1e-12
 
 
 def test_without_a_process_group_the_error_says_how_to_start_one():

@@ -11,7 +11,7 @@ are a pytree returned by a pure function, so averaging them is one all-reduce, J
 from __future__ import annotations
 
 import zlib
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import optree
 import torch
@@ -19,8 +19,11 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .. import _checks
-from .._engine import build_step
+from .._engine import Update, build_step, optimizer_update
 from .._typing import CompileOption, LossFn, Params, PyTree
+from . import _sharding
+
+ShardMode = Literal[None, "optimizer", "params"]
 from ..optim._transforms import GradientTransformation
 
 
@@ -43,7 +46,7 @@ def broadcast_params(params: Params, /, *, src: int = 0, group: Any = None) -> P
     world = _world(api, group)
     check_same_layout(api, params, group=group)
     leaves, spec = optree.tree_flatten(params)
-    flat = _flat([t.detach() for t in leaves], _common_dtype(leaves)) if leaves else None
+    flat = _flat([t.detach() for t in leaves], _sharding.common_dtype(leaves)) if leaves else None
     if flat is None:
         return params
     flat = flat.clone()
@@ -88,7 +91,7 @@ def all_reduce_mean(tree: PyTree, count: int | Tensor, /, *, group: Any = None) 
     api = "all_reduce_mean"
     _world(api, group)
     leaves, spec = optree.tree_flatten(tree)
-    n = torch.as_tensor(count, dtype=_common_dtype(leaves), device=_device(tree, group))
+    n = torch.as_tensor(count, dtype=_sharding.common_dtype(leaves), device=_device(tree, group))
     total = _all_reduce(torch.cat([_flat(leaves, n.dtype) * n, n.reshape(1)]), group)
     return optree.tree_unflatten(spec, _unflat(total[:-1] / total[-1], leaves))
 
@@ -98,25 +101,36 @@ def data_parallel(
     optimizer: GradientTransformation,
     /,
     *,
+    shard: ShardMode = None,
     group: Any = None,
     compile: CompileOption = False,
     check: bool = True,
-) -> Callable[..., tuple[Params, PyTree, Tensor]]:
+) -> Callable[..., tuple[Any, PyTree, Tensor]]:
     """A data-parallel train step ``(params, opt_state, *local_batch) -> (params, opt_state, loss)``.
 
     Each rank computes ``value_and_grad(loss)`` on its own shard; the gradients and the
     loss are averaged over the **global sample count** (each rank weighs its mean by its
-    local batch size), so uneven shards and empty shards give the full-batch answer; the
-    functional optimizer then updates identically on every rank. One all-reduce per step
-    carries the gradients x n, the loss x n, n, and a non-finite flag per rank. The step
-    is :func:`functional_grads.make_step`'s core with the reduction in the middle.
+    local batch size), so uneven shards and empty shards give the full-batch answer, and
+    every rank ends the step with the same params. The step is
+    :func:`functional_grads.make_step`'s core with the collectives in the middle.
 
     Args:
       loss: ``loss(params, *batch) -> []``, a mean over the batch's samples (every loss
         in :mod:`functional_grads.losses` is). The batch's leading dimension counts samples.
-      optimizer: a :mod:`functional_grads.optim` transformation.
+      optimizer: a :mod:`functional_grads.optim` transformation (``chain`` included;
+        ``clip_by_global_norm`` takes the norm over all shards).
+      shard: ``None`` (default): every rank keeps full params, gradients and optimizer
+        state; one all-reduce per step carries the gradients x n, the loss x n, n and a
+        non-finite flag per rank. ``"optimizer"`` (ZeRO-1/2): the gradient is
+        reduce-scattered (one flat buffer, NOTE [flat shards]), each rank updates and keeps
+        the optimizer state of its own slice only, and the updated params are
+        all-gathered; params stay a full pytree on every rank. ``"params"`` (ZeRO-3): the
+        step takes and returns the :class:`ShardedParams` of :func:`shard_params`; inside,
+        the params are all-gathered for the loss (the per-sample transforms see full
+        weights), and the gradient is reduce-scattered to the slices. Build the state with
+        :func:`init_state` for the sharded modes.
       group: the process group (default: the default group).
-      compile: one compiled graph for the whole step, collective included (functional
+      compile: one compiled graph for the whole step, collectives included (functional
         collectives); falls back to eager with ``CompileFallbackWarning``.
       check: after the reduction, every rank raises the same ``FloatingPointError`` if a
         rank's gradient was non-finite, naming the rank(s), and the same ``ValueError`` if
@@ -128,6 +142,7 @@ def data_parallel(
     if not isinstance(optimizer, GradientTransformation):
         raise TypeError(f"{api}: optimizer must be a functional_grads.optim GradientTransformation, "
                         f"got {type(optimizer).__name__}.")
+    _checks.check_choice(api, "shard", shard, (None, "optimizer", "params"))
     world = _world(api, group)
     rank = dist.get_rank(group)
 
@@ -137,17 +152,28 @@ def data_parallel(
             return sum(((t * 0).sum() for t in leaves), torch.zeros(()))
         return loss(params, *batch)
 
+    def counted(value: Tensor, grads: Params, batch: tuple[Any, ...], dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """``(count, value x count, one slot per rank: 1 where this rank's numbers hold NaN/Inf)``."""
+        count = value.new_ones((), dtype=dtype) * _count(api, batch)
+        finite = torch.stack([torch.isfinite(value).all(), *(torch.isfinite(g).all() for g in optree.tree_leaves(grads))])
+        bad = (torch.arange(world, device=value.device) == rank).to(dtype) * (~finite.all()).to(dtype)
+        return count, value.to(dtype) * count, bad
+
     def reduce(value: Tensor, grads: Params, batch: tuple[Any, ...]) -> tuple[Tensor, Params, Tensor]:
         leaves, spec = optree.tree_flatten(grads)
-        dtype = _common_dtype(leaves)
-        count = value.new_ones((), dtype=dtype) * _count(api, batch)
-        local = torch.cat([_flat(leaves, dtype) * count, (value.to(dtype) * count).reshape(1)])
-        # one slot per rank: 1 where that rank's contribution holds NaN/Inf
-        bad = (torch.arange(world, device=local.device) == rank).to(dtype) * (~torch.isfinite(local).all()).to(dtype)
-        total = _all_reduce(torch.cat([local, count.reshape(1), bad]), group)
-        sums, n_total, info = total[:local.numel()], total[local.numel()], total[local.numel():]
-        mean = sums / n_total.clamp_min(1)  # an empty global batch is reported by check_reduced
-        return mean[-1].to(value.dtype), optree.tree_unflatten(spec, _unflat(mean[:-1], leaves)), info
+        dtype = _sharding.common_dtype(leaves)
+        count, value_sum, bad = counted(value, grads, batch, dtype)
+        if shard is None:
+            total = _all_reduce(torch.cat([_flat(leaves, dtype) * count, value_sum.reshape(1), count.reshape(1), bad]),
+                                group)
+            n = len(total) - world - 2
+            mean_grads, info = total[:n] / total[n + 1].clamp_min(1), total[n:]
+            return ((total[n] / total[n + 1].clamp_min(1)).to(value.dtype),
+                    optree.tree_unflatten(spec, _unflat(mean_grads, leaves)), info[1:])
+        info = _all_reduce(torch.cat([value_sum.reshape(1), count.reshape(1), bad]), group)
+        n_total = info[1].clamp_min(1)  # an empty global batch is reported by check_reduced
+        mine = _sharding.reduce_scatter(_sharding.flatten(grads, world) * count, group) / n_total
+        return (info[0] / n_total).to(value.dtype), {"flat": mine}, info[1:]
 
     def check_reduced(info: Tensor) -> None:
         n_total, *flags = info.tolist()
@@ -161,14 +187,46 @@ def data_parallel(
                 "every rank raises this error. Check those ranks' data for NaN/Inf, lower "
                 "the learning rate, or look for a norm/sqrt/log evaluated at 0 inside the loss.")
 
-    run = build_step(api, local_loss, optimizer=optimizer, reduce=reduce,
+    run = build_step(api, local_loss, update=_update(api, optimizer, shard, group, world, rank), reduce=reduce,
                      check_reduced=check_reduced if check else None, compile=compile, check=check)
 
-    def step(params: Params, state: PyTree, *batch: Any) -> tuple[Params, PyTree, Tensor]:
+    def step(params: Any, state: PyTree, *batch: Any) -> tuple[Any, PyTree, Tensor]:
+        if (shard == "params") != isinstance(params, _sharding.ShardedParams):
+            raise TypeError(
+                f"{api}: with shard={shard!r} the step takes "
+                + ("the ShardedParams of fg.distributed.shard_params(params)" if shard == "params"
+                   else "the params pytree") + f", got {type(params).__name__}.")
         result = run(params, state, *batch)
         return result.params, result.state, result.value
 
     return step
+
+
+def _update(api: str, optimizer: GradientTransformation, shard: ShardMode, group: Any, world: int,
+            rank: int) -> Update:
+    """How each shard mode turns the reduced gradient into new params and state."""
+    if shard is None:
+        return optimizer_update(optimizer)
+    psum = lambda t: _all_reduce(t, group)  # noqa: E731  clip_by_global_norm's norm over all shards
+
+    def step_slice(mine: Tensor, state: PyTree, grads: Params) -> tuple[Tensor, PyTree]:
+        updates, state = optimizer.update(grads, state, {"flat": mine}, psum=psum)
+        return mine + updates["flat"], state
+
+    if shard == "optimizer":
+        def apply(params: Params, state: PyTree, grads: Params) -> tuple[Params, PyTree]:
+            mine, state = step_slice(_sharding.local(_sharding.flatten(params, world), world, rank), state, grads)
+            return _sharding.unflatten(_sharding.all_gather(mine, group), params), state
+
+        return Update(lambda params: params, apply,
+                      lambda params: _sharding.init_state(optimizer, params, shard=shard, group=group))
+
+    def apply_sharded(params: _sharding.ShardedParams, state: PyTree, grads: Params) -> tuple[Any, PyTree]:
+        mine, state = step_slice(params.shard, state, grads)
+        return _sharding.ShardedParams(mine, params.layout), state
+
+    return Update(lambda params: _sharding.unflatten(_sharding.all_gather(params.shard, group), params.layout),
+                  apply_sharded, lambda params: optimizer.init({"flat": params.shard}))
 
 
 def _count(api: str, batch: tuple[Any, ...]) -> int:
@@ -205,19 +263,7 @@ def _flat(leaves: list[Tensor], dtype: torch.dtype) -> Tensor:
 
 
 def _unflat(flat: Tensor, like: list[Tensor]) -> list[Tensor]:
-    out, i = [], 0
-    for t in like:
-        out.append(flat[i:i + t.numel()].reshape(t.shape).to(t.dtype))
-        i += t.numel()
-    return out
-
-
-def _common_dtype(leaves: list[Tensor]) -> torch.dtype:
-    floating = [t.dtype for t in leaves if t.is_floating_point()]
-    dtype = floating[0] if floating else torch.float32
-    for d in floating[1:]:
-        dtype = torch.promote_types(dtype, d)
-    return dtype
+    return _sharding.pieces(flat, [tuple(t.shape) for t in like], [t.dtype for t in like])
 
 
 def _device(tree: Any, group: Any) -> torch.device:

@@ -128,18 +128,23 @@ def add_decayed_weights(weight_decay: float) -> GradientTransformation:
 
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     """Scale the updates down so that their global L2 norm is at most ``max_norm``
-    (``torch.nn.utils.clip_grad_norm_``'s rule)."""
+    (``torch.nn.utils.clip_grad_norm_``'s rule).
+
+    When the updates are one shard of a larger pytree (sharded data-parallel training),
+    ``update(..., psum=fn)`` sums the squared norm over the shards with ``fn``.
+    """
     _checks.check_number("clip_by_global_norm", "max_norm", max_norm, strict=True)
 
-    def clip(updates: Params, params: Params) -> Params:
+    def update(updates: Params, state: EmptyState, params: Params = None, **extra: Any) -> tuple[Params, PyTree]:
         leaves = optree.tree_leaves(updates)
         if not leaves:
-            return updates
-        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in leaves]))
+            return updates, state
+        squared = torch.stack([torch.linalg.vector_norm(g) ** 2 for g in leaves]).sum()
+        total = extra["psum"](squared).sqrt() if "psum" in extra else squared.sqrt()
         factor = (max_norm / (total + 1e-6)).clamp(max=1.0)
-        return optree.tree_map(lambda g: g * factor.to(g.dtype), updates)
+        return optree.tree_map(lambda g: g * factor.to(g.dtype), updates), state
 
-    return _stateless(clip)
+    return GradientTransformation(lambda params: EmptyState(), update)
 
 
 def trace(momentum: float, *, nesterov: bool = False) -> GradientTransformation:
