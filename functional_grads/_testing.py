@@ -12,11 +12,12 @@ from torch import Tensor
 # float64 (the floating inputs are upcast; a function that refuses float64 falls back to
 # its own dtype), so the reference is accurate to ~1e-10 and the tolerance only has to
 # cover the autodiff result's own rounding, from the dtype's eps: float32 then catches a
-# backward that is 1% wrong. The step is 1e-6, grown with the input's scale beyond 1e4
-# so that x + eps v stays many ulps away from x.
+# backward that is 1% wrong, float64 one that is 1e-6 wrong (rtol 1e-7). The step is 1e-6,
+# grown with the input's scale beyond 1e4 so that x + eps v stays many ulps away from x;
+# the rounding of the realised step (ulp(x) / step) is added to the relative tolerance.
 # Per-dtype (atol, rtol) of the autodiff side.
 _TOLERANCES = {
-    torch.float64: (1e-6, 1e-5),
+    torch.float64: (1e-8, 1e-7),
     torch.float32: (1e-4, 2e-3),
     torch.float16: (1e-1, 2e-1),
     torch.bfloat16: (1e-1, 3e-1),
@@ -51,7 +52,8 @@ def check_grads(
       modes: any of ``"rev"`` (default) and ``"fwd"``.
       eps, atol, rtol: step and tolerances. The differences are taken in float64 with
         step ``1e-6 * max(1, |x|_max / 1e4)``; the tolerances come from the least precise
-        input dtype (float64: ``atol=1e-6, rtol=1e-5``; float32: ``1e-4, 2e-3``). A check
+        input dtype (float64: ``atol=1e-8, rtol=1e-7``; float32: ``1e-4, 2e-3``), plus
+        ``4 ulp(|x|_max) / step`` relative for the rounding of the step. A check
         passes when ``|ad - fd| <= atol + rtol * max(|ad|, |fd|)``.
       seed: seeds the random directions.
 
@@ -76,7 +78,10 @@ def check_grads(
     d_atol, d_rtol = _TOLERANCES.get(dtype, _TOLERANCES[torch.float32])
     scale = max(float(x.detach().abs().max()) if x.numel() else 0.0 for x in xs)
     step = eps or _STEP * max(1.0, scale / 1e4)
-    tol = (step, d_atol if atol is None else atol, d_rtol if rtol is None else rtol)
+    # x + step * v is rounded to x's float64 grid: a relative error of up to ulp(x) / step in
+    # the realised step, which the relative tolerance must cover (negligible below ~1e4).
+    represent = 4 * torch.finfo(torch.float64).eps * max(scale, 1.0) / step
+    tol = (step, d_atol if atol is None else atol, (d_rtol if rtol is None else rtol) + represent)
 
     def g(*ys: Tensor) -> Any:
         full = list(leaves)

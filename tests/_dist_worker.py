@@ -167,6 +167,17 @@ def scenario_checkpoint(rank, world, out_dir, save):
     return {"vs_single": _max_diff(fg.distributed.gather_params(held), reference)}
 
 
+def scenario_all_reduce_mean(rank, world):
+    """The sample-weighted mean of a pytree, against the formula."""
+    def tree(r):
+        return {"a": torch.tensor([r + 1.0, 2.0 * r], dtype=torch.float64), "b": torch.tensor(3.0 * r, dtype=torch.float64)}
+
+    got = fg.distributed.all_reduce_mean(tree(rank), rank + 1)
+    counts = [r + 1 for r in range(world)]
+    want = {k: sum(c * tree(r)[k] for r, c in enumerate(counts)) / sum(counts) for k in ("a", "b")}
+    return max((got[k] - want[k]).abs().max().item() for k in want)
+
+
 def scenario_layout(rank, world):
     _, params = fg.functionalize(mlp(3, 4 + (rank == world - 1), 1, seed=rank))
     try:
@@ -233,6 +244,8 @@ def main(rank, world, port, out_dir, scenarios):
                 results[name] = scenario_checkpoint(rank, world, out_dir, save=True)
             elif name == "checkpoint_load":
                 results[name] = scenario_checkpoint(rank, world, out_dir, save=False)
+            elif name == "all_reduce_mean":
+                results[name] = scenario_all_reduce_mean(rank, world)
             elif name == "layout":
                 results[name] = scenario_layout(rank, world)
             elif name == "ddp":

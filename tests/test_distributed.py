@@ -35,7 +35,7 @@ def _run(world, scenarios, tmp_path, timeout=240):
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     return _run(2, ["eager", "empty", "nan", "layout", "compiled", "ddp", "empty_global", "frozen",
-                   "sharded", "sharded_compiled", "sharded_empty", "checkpoint_save"], tmp_path_factory.mktemp("dp2"))
+                   "sharded", "sharded_compiled", "sharded_empty", "checkpoint_save", "all_reduce_mean"], tmp_path_factory.mktemp("dp2"))
 
 
 def test_two_ranks_equal_single_process_training_uneven_shards(two_ranks):
@@ -66,6 +66,11 @@ def test_frozen_layers_are_not_trained_data_parallel(two_ranks):
         assert r["frozen"]["vs_single"] < 1e-12
 
 
+def test_all_reduce_mean_is_the_sample_weighted_mean(two_ranks):
+    for r in two_ranks:
+        assert r["all_reduce_mean"] < 1e-15
+
+
 def test_nan_on_one_rank_raises_on_every_rank(two_ranks):
     for rank, r in enumerate(two_ranks):
         assert r["nan"] is not None and "rank(s) [1]" in r["nan"] and f"this is rank {rank}" in r["nan"]
@@ -86,8 +91,8 @@ def test_ddp_under_double_backward_documented(two_ranks):
     if TORCH_VERSION <= (2, 13):
         assert static["error"] is None and static["replica_gap"] > 1e-3
         assert default["error"] is not None and "finished reduction" in default["error"]
-    else:
-        assert static["error"] is not None or static["replica_gap"] >= 0.0
+    else:  # a later torch: DDP either still fails (an error, or replicas apart) or is fixed (replicas equal)
+        assert (static["error"] is not None or static["replica_gap"] > 1e-3 or static["replica_gap"] < 1e-12), static
 
 
 def _check_sharded(result, world):

@@ -20,7 +20,8 @@ def _frozen_problem(B=5):
     return model, f, params, Y, objective
 
 
-@pytest.mark.parametrize("optimizer, lr, tol", [("adam", 0.05, None), ("sgd", 0.1, None), ("lbfgs", None, None)])
+@pytest.mark.parametrize("optimizer, lr, tol", [("adam", 0.05, None), ("sgd", 0.1, None), ("lbfgs", None, None),
+                                               ("adam", 0.05, 1e-4), ("sgd", 0.1, 3e-3), ("lbfgs", None, 1e-9)])
 def test_a_batch_equals_each_sample_alone(optimizer, lr, tol):
     _, f, params, Y, objective = _frozen_problem()
     x0 = torch.randn(5, 3, dtype=torch.float64)
@@ -32,8 +33,14 @@ def test_a_batch_equals_each_sample_alone(optimizer, lr, tol):
         # that once converged (to ~1e-8 here). Coupled samples would differ by far more.
         tol_x = 1e-7 if optimizer == "lbfgs" else 1e-9
         torch.testing.assert_close(batch.x[i : i + 1], one.x, rtol=tol_x, atol=tol_x)
-        torch.testing.assert_close(batch.history[:, i], one.history[:, 0], rtol=tol_x, atol=tol_x)
+        steps = one.history.shape[0]  # alone, the run ends when this sample stops
+        torch.testing.assert_close(batch.history[:steps, i], one.history[:, 0], rtol=tol_x, atol=tol_x)
+        assert bool(batch.converged[i]) == bool(one.converged[0])  # early stop per sample, as alone
+        if one.converged[0] and steps < batch.history.shape[0]:  # frozen afterwards in the batch
+            assert (batch.history[steps:, i] == batch.history[steps, i]).all()
     assert batch.history[-1].mean() < batch.history[0].mean()
+    if tol is not None:  # the early-stop path ran
+        assert batch.converged.any()
 
 
 @given(st.integers(1, 4), st.integers(1, 5), st.floats(0.0, 2.0), st.sampled_from(["box", "linf", "l2"]))

@@ -1,0 +1,148 @@
+"""Behaviours at the edges that a one-line bug could break silently, each pinned against an
+independent computation (plain autograd, a hand formula, the Hessian trace)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import functional_grads as fg
+from functional_grads import inverse
+from functional_grads.testing import check_grads
+from helpers import assert_close, mlp
+
+F64 = torch.float64
+
+
+def _X(n=6, d=3, seed=0):
+    return torch.randn(n, d, dtype=F64, generator=torch.Generator().manual_seed(seed))
+
+
+def _autograd_grad(model, X):
+    x = X.clone().requires_grad_()
+    return torch.autograd.grad(model(x).sum(), x, create_graph=True)[0]
+
+
+@pytest.mark.parametrize("loss_name", ["gradient_matching", "sobolev"])
+def test_per_sample_reduction_is_the_mean_squared_norm(loss_name):
+    model = mlp(3, 8, 1, seed=1)
+    f, params = fg.functionalize(model)
+    X, dY, Y = _X(), _X(seed=1), torch.randn(6, dtype=F64)
+    g = _autograd_grad(model, X)
+    grad_term = ((g - dY) ** 2).sum(1).mean()  # Czarnecki et al.: mean over samples of ||.||^2
+    if loss_name == "gradient_matching":
+        got = fg.losses.gradient_matching(f, reduction="samples")(params, X, dY)
+        want = grad_term
+    else:
+        got = fg.losses.sobolev(f, value_weight=0.5, grad_weight=2.0, reduction="samples")(params, X, Y, dY)
+        want = 0.5 * ((model(X)[:, 0] - Y) ** 2).mean() + 2.0 * grad_term
+    assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+ACTIVATIONS = {
+    "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid(), "softplus": nn.Softplus(), "softplus-beta2": nn.Softplus(beta=2.0),
+    "softplus-threshold": nn.Softplus(beta=3.0, threshold=0.5), "silu": nn.SiLU(), "gelu": nn.GELU(), "relu": nn.ReLU(),
+}
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS.values(), ids=ACTIVATIONS.keys())
+def test_every_forward_laplacian_activation_rule_equals_the_hessian_trace(act):
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(3, 16), act, nn.Linear(16, 16), act, nn.Linear(16, 1)).double()
+    f, params = fg.functionalize(model)
+    X = 1.5 * _X(8)
+    fast = fg.laplacian(f, method="forward")(params, X)  # the forward Laplacian's rule table
+    reference = fg.laplacian(lambda p, x: f(p, x), method="hessian")(params, X)  # no fast path
+    assert_close(fast, reference, rtol=1e-10, atol=1e-12)
+    u, du, lap = fg.derivatives(f)(params, X)
+    assert_close(du, _autograd_grad(model, X).detach(), rtol=1e-10, atol=1e-12)
+    assert_close(lap, reference, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "stde"])
+def test_stochastic_laplacian_over_some_dims_is_unbiased(method):
+    f, params = fg.functionalize(mlp(4, 8, 2, seed=3))
+    X = _X(2, 4, seed=1)
+    H = fg.input_hessian(f)(params, X)
+    exact = H[:, 1, 1] + H[:, 3, 3]
+    est = fg.laplacian(f, method=method, dims=[1, 3], num_samples=1, generator=torch.Generator().manual_seed(0))
+    draws = torch.stack([est(params, X) for _ in range(400)])
+    stderr = draws.std(0) / math.sqrt(len(draws))
+    assert ((draws.mean(0) - exact).abs() < 4 * stderr + 1e-12).all()
+
+
+@pytest.mark.parametrize("make", ["value_and_grad", "make_step"])
+def test_steps_differentiate_inside_no_grad(make):
+    model = mlp(3, 8, 1, seed=4)
+    f, params = fg.functionalize(model)
+    X = _X()
+    loss = fg.losses.gradient_matching(f)
+    (g,) = [_autograd_grad(model, X)]
+    ((g - X) ** 2).mean().backward()
+    want = {k: torch.zeros_like(p) if p.grad is None else p.grad for k, p in model.named_parameters()}
+    with torch.no_grad():
+        if make == "value_and_grad":
+            _, grads = fg.value_and_grad(loss)(params, X, X)
+            got = grads
+        else:
+            new, _, _ = fg.make_step(loss, fg.optim.sgd(1.0))(params, fg.optim.sgd(1.0).init(params), X, X)
+            got = {k: params[k] - new[k] for k in params}
+    for k in want:
+        assert_close(got[k], want[k], rtol=1e-10, atol=1e-12)
+
+
+def test_a_forward_pre_hook_on_a_layer_is_run_by_every_path():
+    model = mlp(3, 8, 1, seed=5)
+    model[2].register_forward_pre_hook(lambda m, args: (args[0] * 0.5,))
+    f, params = fg.functionalize(model)
+    X = _X()
+    assert_close(f(params, X), model(X), rtol=0, atol=0)
+    assert_close(fg.input_grad(f)(params, X), _autograd_grad(model, X).detach(), rtol=1e-12, atol=1e-12)
+    reference = torch.stack([torch.autograd.functional.hessian(lambda y: model(y[None]).sum(), x).trace() for x in X])
+    assert_close(fg.laplacian(f)(params, X), reference, rtol=1e-10, atol=1e-12)
+
+
+def test_l2_ball_leaves_points_inside_unchanged():
+    center = torch.zeros(3, 2, dtype=F64)
+    x = torch.tensor([[0.3, 0.4], [0.0, 0.0], [3.0, 4.0]], dtype=F64)  # inside, at the centre, outside
+    got = inverse.l2_ball(center, 1.0)(x)
+    assert torch.equal(got[:2], x[:2])
+    assert_close(got[2], torch.tensor([0.6, 0.8], dtype=F64), rtol=1e-15, atol=1e-15)
+    assert torch.equal(inverse.linf_ball(center[:2], 1.0)(x[:2]), x[:2])
+
+
+def test_check_grads_in_float64_catches_a_small_real_error():
+    class Off(torch.autograd.Function):  # the derivative of x^3 off by a relative 1e-6
+        @staticmethod
+        def forward(x):
+            return x**3
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(*inputs)
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * 3 * x**2 * (1 + 1e-6)
+
+    x = torch.linspace(0.5, 2.0, 5, dtype=F64)
+    check_grads(lambda x: x**3, (x,))  # the right one passes
+    with pytest.raises(AssertionError):
+        check_grads(Off.apply, (x,))
+
+
+def test_eager_gradient_wrt_x_of_an_input_gradient_loss():
+    model = mlp(3, 8, 1, seed=6)
+    f, params = fg.functionalize(model)
+    X, S = _X(), _X(seed=2)
+    loss = fg.losses.gradient_matching(f)
+    got = fg.grad(loss, argnums=1)(params, X, S)
+    x = X.clone().requires_grad_()
+    (g,) = torch.autograd.grad(model(x).sum(), x, create_graph=True)
+    (want,) = torch.autograd.grad(((g - S) ** 2).mean(), x)
+    assert_close(got, want, rtol=1e-10, atol=1e-12)
+    check_grads(lambda X: loss(params, X, S), (X,), order=2)
