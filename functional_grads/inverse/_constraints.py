@@ -52,7 +52,7 @@ def l2_ball(center: Tensor, radius: float) -> Projection:
       tensor([[0.6000, 0.8000]])
     """
     _checks.check_number("l2_ball", "radius", radius)
-    return lambda x: center + project_ball(x - center, radius, "l2")
+    return lambda x: center + project_ball(x - center, radius, "l2")  # pragma: no mutate (any other norm name is l2 there)
 
 
 def l2(weight: float, center: Tensor | None = None) -> Regularizer:
