@@ -60,7 +60,7 @@ def optimizer_update(optimizer: GradientTransformation, **extra: Any) -> Update:
 
 class StepResult(NamedTuple):
     """What one step returns: ``params`` and ``state`` are the updated ones (None
-    without an optimizer), ``info`` what ``reduce`` reported (None without one)."""
+    without an ``update``), ``info`` what ``reduce`` reported (None without one)."""
 
     value: Tensor
     aux: Any

@@ -89,3 +89,10 @@ def test_a_right_derivative_at_a_large_scale_passes(dtype):
     x = 1e6 + torch.randn(6, dtype=dtype)
     check_grads(lambda x: x.sin(), (x,), modes=("fwd", "rev"))
     check_grads(lambda x: (x * 1e-3) ** 2, (x,), order=2)
+
+
+def test_float64_catches_a_one_in_a_million_error():
+    x = torch.linspace(0.5, 2.0, 5, dtype=torch.float64)
+    check_grads(torch.sin, (x,))  # the right derivative passes
+    with pytest.raises(AssertionError, match="rev-mode derivative"):
+        check_grads(_sin_with_backward_off_by(1 + 1e-6).apply, (x,))
