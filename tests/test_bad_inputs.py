@@ -161,6 +161,8 @@ CASES = [
     # --- errors that were raw or misleading (issue: one step core, nothing silently wrong) ---
     ("robust_accuracy no epsilons", lambda: fg.robust_accuracy(f, P, X, Y[:, 0].long(), loss_fn=mse, epsilons=[]), _raises(ValueError, "robust_accuracy: epsilons must be a non-empty sequence")),
     ("optimizer state of other params", lambda: fg.make_step(gm, optim.adam(0.1))(P, optim.adam(0.1).init({"w": P["0.weight"]}), X, X), _raises(ValueError, r"make_step: opt_state does not fit params.*optimizer.init\(params\)")),
+    ("optimizer state of other shapes", lambda: fg.make_step(gm, optim.sgd(0.1, momentum=0.9))(P, optim.sgd(0.1, momentum=0.9).init({k: v[:1] for k, v in P.items()}), X, X), _raises(ValueError, r"make_step: opt_state does not fit params")),
+    ("adam state of other shapes", lambda: optim.adam(0.1).update(P, optim.adam(0.1).init({k: v[:1] for k, v in P.items()}), P), _raises(ValueError, r"scale_by_adam: a state leaf has shape \[1\] but its gradient has \[4\].*optimizer.init\(params\)")),
     ("laplacian weights with NaN", lambda: fg.laplacian(f, weights=torch.tensor([[1.0, math.nan], [math.nan, 1.0]], dtype=F64), dims=[0, 1])(P, X), _raises(ValueError, "laplacian: weights holds NaN or Inf")),
     ("laplacian dropout, randomness different", lambda: _dropout_op(lambda g: fg.laplacian(g, randomness="different")).shape, ("value", lambda: torch.Size([5]))),
     ("derivatives dropout, randomness same", lambda: _dropout_op(lambda g: fg.derivatives(g, randomness="same"))[2].shape, ("value", lambda: torch.Size([5]))),

@@ -158,6 +158,7 @@ def trace(momentum: float, *, nesterov: bool = False) -> GradientTransformation:
         return TraceState(optree.tree_map(torch.zeros_like, params))
 
     def update(updates: Params, state: TraceState, params: Params = None, **extra: Any) -> tuple[Params, PyTree]:
+        _check_state_shapes(api, state.momentum, updates)
         buf = optree.tree_map(lambda b, g: momentum * b + g, state.momentum, updates)
         out = optree.tree_map(lambda g, b: g + momentum * b, updates, buf) if nesterov else buf
         return out, TraceState(buf)
@@ -183,6 +184,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
         return ScaleByAdamState(torch.zeros((), dtype=torch.float64), zeros(), zeros())
 
     def update(updates: Params, state: ScaleByAdamState, params: Params = None, **extra: Any) -> tuple[Params, PyTree]:
+        _check_state_shapes(api, state.mu, updates)
         count = state.step + 1
         mu = optree.tree_map(lambda m, g: m.lerp(g, 1 - b1), state.mu, updates)
         nu = optree.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, updates)
@@ -224,6 +226,17 @@ def adam(lr: float | Schedule, *, betas: tuple[float, float] = (0.9, 0.999), eps
     if not (isinstance(betas, tuple) and len(betas) == 2):
         raise TypeError(f"adam: betas must be a pair (b1, b2), got {betas!r}.")
     return chain(scale_by_adam(*betas, eps), scale_by_learning_rate(lr))
+
+
+def _check_state_shapes(api: str, state: Params, updates: Params) -> None:
+    """Raise unless every state leaf has its gradient's shape: a state built for other
+    params would otherwise broadcast silently."""
+    for s, g in zip(optree.tree_leaves(state), optree.tree_leaves(updates)):
+        if s.shape != g.shape:
+            raise ValueError(
+                f"{api}: a state leaf has shape {_checks.fmt(s.shape)} but its gradient has "
+                f"{_checks.fmt(g.shape)}: the state was built for other params. Build a new one with "
+                "state = optimizer.init(params).")
 
 
 def _stateless(fn: Callable[[Params, Params], Params]) -> GradientTransformation:
