@@ -161,7 +161,11 @@ def save_checkpoint(path: str | Path, params: Params | ShardedParams, state: PyT
 
 def load_checkpoint(path: str | Path, /, *, shard: str, group: Any = None) -> tuple[Params | ShardedParams, PyTree]:
     """``(params, state)`` for a ``data_parallel(..., shard=shard)`` step at this world size,
-    from :func:`save_checkpoint` (written at any world size)."""
+    from :func:`save_checkpoint` (written at any world size).
+
+    The optimizer state holds this library's ``NamedTuple`` states, so the file is read with
+    ``torch.load(weights_only=False)``: load only checkpoints you trust, as with any pickle.
+    """
     if shard not in ("optimizer", "params"):
         raise ValueError(f"load_checkpoint: shard must be 'optimizer' or 'params', got {shard!r}.")
     saved = torch.load(str(path), weights_only=False)
