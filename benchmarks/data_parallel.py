@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import optree
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -62,7 +63,7 @@ def _worker(rank: int, world: int, threads: int, port: int, args: dict, out: str
     for name, (step, mode) in contenders.items():
         held = fg.distributed.shard_params(params) if mode == "params" else params
         state = fg.distributed.init_state(opt, held, shard=mode)
-        kept = sum(t.numel() * t.element_size() for t in torch.utils._pytree.tree_leaves((held, state))
+        kept = sum(t.numel() * t.element_size() for t in optree.tree_leaves((held, state))
                    if isinstance(t, torch.Tensor))
         t0 = time.perf_counter()
         step(held, state, *batch)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 
+import optree
 import torch
 import torch.distributed as dist
 
@@ -54,9 +55,9 @@ def main(argv: list[str] | None = None) -> dict:
         p, state, value = step(p, state, X[shard], S[shard])
         if rank == 0 and (i % max(args.steps // 5, 1) == 0 or i == args.steps - 1):
             print(f"step {i:4d}  global loss {value.item():.6f}  (rank 0 holds {len(shard)} of {args.samples})")
-    kept = sum(t.numel() * t.element_size() for t in torch.utils._pytree.tree_leaves((p, state))
+    kept = sum(t.numel() * t.element_size() for t in optree.tree_leaves((p, state))
                if isinstance(t, torch.Tensor))
-    full = sum(t.numel() * t.element_size() for t in torch.utils._pytree.tree_leaves((params, opt.init(params))))
+    full = sum(t.numel() * t.element_size() for t in optree.tree_leaves((params, opt.init(params))))
     if shard_mode == "params":
         p = fg.distributed.gather_params(p)
 

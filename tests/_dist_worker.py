@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import optree
 import torch
 import torch.distributed as dist
 
@@ -113,7 +114,7 @@ def _sharded_losses(f):
 
 
 def _bytes(tree):
-    return sum(t.numel() * t.element_size() for t in torch.utils._pytree.tree_leaves(tree) if isinstance(t, torch.Tensor))
+    return sum(t.numel() * t.element_size() for t in optree.tree_leaves(tree) if isinstance(t, torch.Tensor))
 
 
 def scenario_sharded(rank, world, compile, losses=("gradient_matching", "gradient_penalty", "laplacian_pinn"),
