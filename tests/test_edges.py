@@ -125,3 +125,40 @@ def test_eager_gradient_wrt_x_of_an_input_gradient_loss():
     (want,) = torch.autograd.grad(((g - S) ** 2).mean(), x)
     assert_close(got, want, rtol=1e-10, atol=1e-12)
     check_grads(lambda X: loss(params, X, S), (X,), order=2)
+
+
+def test_grad_passes_check_and_compile_on():
+    loss = lambda p, x: (p["w"] * x).sum() * torch.tensor(math.nan)  # noqa: E731
+    params, x = {"w": torch.ones(2)}, torch.ones(2)
+    with pytest.raises(FloatingPointError, match="grad: non-finite result"):  # check=True by default
+        fg.grad(loss)(params, x)
+    good = lambda p, x: ((p["w"] * x) ** 2).sum()  # noqa: E731
+    per_sample = torch.func.vmap(fg.grad(good, check=False), in_dims=(None, 0))(params, torch.ones(3, 2))
+    assert torch.equal(per_sample["w"], torch.full((3, 2), 2.0))
+    with pytest.raises(TypeError, match="grad: compile must be a bool or a dict"):
+        fg.grad(good, compile="yes")
+
+
+def test_apply_grads_errors_name_the_key_and_the_fix():
+    model = mlp(3, 4, 1)
+    model[0].requires_grad_(False)
+    _, params = fg.functionalize(model)
+    with pytest.raises(TypeError, match=r"^apply_grads: expected the nn.Module to write .grad into, got dict\. Pass the "
+                                        r"module: apply_grads\(model, grads\), and build the optimizer on model.parameters\(\)\.$"):
+        fg.apply_grads(params, params)
+    with pytest.raises(ValueError, match=r"^apply_grads: grads holds \['0.weight', '0.bias'\], which the module has frozen"):
+        fg.apply_grads(model, {**params, "0.weight": torch.ones(4, 3, dtype=F64), "0.bias": torch.ones(4, dtype=F64)})
+    with pytest.raises(ValueError, match=r"^apply_grads: grads\['2.bias'\] has shape torch.Size\(\[2\]\)"):
+        fg.apply_grads(model, {**params, "2.bias": torch.ones(2, dtype=F64)})
+
+
+def test_relu_derivatives_at_a_kink_follow_autograd():
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)).double()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]]))
+        model[0].bias.zero_()
+    f, params = fg.functionalize(model)
+    X = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [-1.0, 2.0]], dtype=F64)  # pre-activations at exactly 0
+    _, du, lap = fg.derivatives(f)(params, X)
+    assert_close(du, _autograd_grad(model, X).detach(), rtol=0, atol=0)  # relu'(0) = 0, as autograd
+    assert torch.equal(lap, torch.zeros(4, dtype=F64))
