@@ -162,3 +162,32 @@ def test_relu_derivatives_at_a_kink_follow_autograd():
     _, du, lap = fg.derivatives(f)(params, X)
     assert_close(du, _autograd_grad(model, X).detach(), rtol=0, atol=0)  # relu'(0) = 0, as autograd
     assert torch.equal(lap, torch.zeros(4, dtype=F64))
+
+
+def test_a_step_failure_unrelated_to_the_state_keeps_its_own_error():
+    def broken(p, x):
+        raise ValueError("boom from the loss")
+
+    params = {"w": torch.ones(2)}
+    with pytest.raises(ValueError, match="^boom from the loss$"):
+        fg.make_step(broken, fg.optim.adam(0.1))(params, fg.optim.adam(0.1).init(params), torch.ones(2))
+    with pytest.raises(ValueError, match=r"^make_step: opt_state does not fit params: .*other keys or shapes, e\.g\. "
+                                         r"before functionalize was called again\); build a new one with state = "
+                                         r"optimizer\.init\(params\)\.$"):
+        fg.make_step(lambda p, x: (p["w"] * x).sum(), fg.optim.adam(0.1))(params, fg.optim.adam(0.1).init({"v": torch.ones(2)}), torch.ones(2))
+
+
+def test_the_result_check_names_exactly_the_bad_leaves_and_the_right_hint():
+    params, x = {"a": torch.ones(2), "b": torch.ones(2)}, torch.ones(3, 2)
+    nan_b = lambda p, x: (p["a"] * x).sum() + (p["b"] * x).sum() * (p["b"] * torch.tensor(math.inf)).sum() * 0  # noqa: E731
+    with pytest.raises(FloatingPointError) as info:
+        fg.value_and_grad(nan_b)(params, x)
+    message = str(info.value)
+    assert "gradient leaves with NaN/Inf: [\"grads['b']\"]" in message and "grads['a']" not in message
+    assert "Check the data for NaN/Inf" in message and "empty batches" not in message  # not empty: the plain hint
+    with pytest.raises(FloatingPointError, match=r"Argument\(s\) \[1\] are empty batches"):
+        fg.value_and_grad(lambda p, x: (p["a"] * x).sum(1).mean())(params, x[:0])
+    # make_step: finite gradients, a non-finite update: named among the results
+    step = fg.make_step(lambda p, x: (p["a"] * x).sum() + (p["b"] * x).sum(), fg.optim.sgd(1e308))
+    with pytest.raises(FloatingPointError, match=r"results with NaN/Inf: \[\"params\['a'\]\", \"params\['b'\]\"\]"):
+        step(params, fg.optim.sgd(1e308).init(params), 1e10 * x)
