@@ -191,3 +191,51 @@ def test_the_result_check_names_exactly_the_bad_leaves_and_the_right_hint():
     step = fg.make_step(lambda p, x: (p["a"] * x).sum() + (p["b"] * x).sum(), fg.optim.sgd(1e308))
     with pytest.raises(FloatingPointError, match=r"results with NaN/Inf: \[\"params\['a'\]\", \"params\['b'\]\"\]"):
         step(params, fg.optim.sgd(1e308).init(params), 1e10 * x)
+
+
+def _dropout_model():
+    torch.manual_seed(7)
+    return nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Dropout(0.3), nn.Linear(8, 1)).double()
+
+
+def test_matching_losses_pass_their_options_on():
+    f, params = fg.functionalize(_dropout_model())
+    X, dY, Y = _X(), _X(seed=1), torch.randn(6, dtype=F64)
+    for loss, args in ((fg.losses.sobolev, (X, Y, dY)), (fg.losses.gradient_alignment, (X, dY)),
+                       (fg.losses.gradient_matching, (X, dY)), (fg.losses.gradient_penalty, (X,))):
+        with pytest.raises(ValueError, match="randomness='different'"):  # dropout refused per sample by default
+            loss(f)(params, *args)
+        assert torch.isfinite(loss(f, randomness="different")(params, *args))  # the option reaches input_grad
+        with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+            loss(f, chunk_size=0)
+
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda f, P, X: fg.losses.sobolev(f, reduction="sum"), ValueError, r"^sobolev: reduction must be one of"),
+    (lambda f, P, X: fg.losses.sobolev(f, value_weight=-1.0), ValueError, r"^sobolev: value_weight must be a non-negative"),
+    (lambda f, P, X: fg.losses.sobolev(f)(P, X, X[:, 0], X[:, :2]), ValueError,
+     r"^sobolev: dY has shape \[6, 2\] but must be shaped like X \[6, 3\]"),
+    (lambda f, P, X: fg.losses.sobolev(f)(P, X, X[:, 0]), TypeError, r"^sobolev: expected the arguments \(params, X, Y, dY\)"),
+    (lambda f, P, X: fg.losses.gradient_alignment(f, mask=[1.0, 0.0]), TypeError,
+     r"^gradient_alignment: mask must be a tensor broadcastable to \[B, \*x_shape\], got list\.$"),
+    (lambda f, P, X: fg.losses.gradient_alignment(f)(P, X, X[:, :2]), ValueError,
+     r"^gradient_alignment: directions has shape \[6, 2\] but must be shaped like X \[6, 3\]"),
+    (lambda f, P, X: fg.losses.gradient_alignment(f, mask=torch.ones(4))(P, X), ValueError,
+     r"^gradient_alignment: mask of shape \[4\] must broadcast to \[6, 3\]"),
+    (lambda f, P, X: fg.losses.gradient_alignment(f, in_dims=(None, 0, 0))(P, X), TypeError,
+     r"^gradient_alignment: expected the arguments \(params, X, c1\)"),
+    (lambda f, P, X: fg.losses.interpolate(X, [1.0]), TypeError, r"^interpolate: x_real and x_fake must be tensors\.$"),
+])
+def test_matching_loss_errors_by_message(make, exc, match):
+    f, params = fg.functionalize(mlp(3, 4, 1))
+    with pytest.raises(exc, match=match):
+        make(f, params, _X())
+
+
+def test_interpolate_draws_t_uniformly_per_sample():
+    real, fake = torch.zeros(4000, 2, dtype=F64), torch.full((4000, 2), 2.0, dtype=F64)
+    x = fg.losses.interpolate(real, fake, generator=torch.Generator().manual_seed(0))  # (1 - t) * 2
+    t = 1 - x[:, 0] / 2
+    assert torch.equal(x[:, 0], x[:, 1])
+    assert abs(t.mean().item() - 0.5) < 0.02 and abs(t.var().item() - 1 / 12) < 0.005
+    assert t.min() >= 0 and t.max() <= 1 and t.min() < 0.01 and t.max() > 0.99
