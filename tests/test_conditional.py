@@ -332,3 +332,26 @@ def test_multi_scale_denoising_score_matching_compiles():
         warnings.simplefilter("error", fg.CompileFallbackWarning)
         value, grads = fg.value_and_grad(loss, compile=True)(params, torch.randn(32, 2))
     assert torch.isfinite(value) and set(grads) == set(params)
+
+
+def test_jacobian_penalty_estimator_with_conditions():
+    model = Critic(d_out=2).double()
+    f, params = fg.functionalize(model)
+    X, Y = _data()
+    exact = fg.losses.jacobian_penalty(f, in_dims=COND)(params, X, Y)
+    J = torch.stack([torch.autograd.functional.jacobian(lambda z: _per_sample(model, z, y), x) for x, y in zip(X, Y)])
+    assert_close(exact, J.pow(2).flatten(1).sum(1).mean(), rtol=1e-12, atol=1e-12)
+    est = fg.losses.jacobian_penalty(f, method="hutchinson", in_dims=COND, num_samples=64, chunk_size=2,
+                                     generator=torch.Generator().manual_seed(0))
+    draws = torch.stack([est(params, X, Y) for _ in range(40)])
+    assert abs(draws.mean().item() - exact.item()) < 4 * draws.std().item() / math.sqrt(40)
+    # one projection by default: a sphere probe of radius sqrt(2) gives n_out * (u . J)^2 exactly
+    one = fg.losses.jacobian_penalty(f, method="hutchinson", in_dims=COND, generator=torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    v = torch.randn(5, 1, 2, dtype=F64, generator=gen)
+    v = v / v.norm(dim=-1, keepdim=True) * math.sqrt(2)
+    assert_close(one(params, X, Y), torch.einsum("bpo,boi->bpi", v, J).pow(2).sum(-1).mean(), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"^jacobian_penalty: in_dims\[1\] must be 0"):
+        fg.losses.jacobian_penalty(f, in_dims=(None, None, 0))
+    with pytest.raises(ValueError, match=r"^jacobian_penalty: num_samples must be a positive int"):
+        fg.losses.jacobian_penalty(f, method="hutchinson", num_samples=0)
