@@ -355,3 +355,7 @@ def test_jacobian_penalty_estimator_with_conditions():
         fg.losses.jacobian_penalty(f, in_dims=(None, None, 0))
     with pytest.raises(ValueError, match=r"^jacobian_penalty: num_samples must be a positive int"):
         fg.losses.jacobian_penalty(f, method="hutchinson", num_samples=0)
+    with pytest.raises(ValueError, match=r"chunk_size must be a positive int"):  # reaches input_jacobian
+        fg.losses.jacobian_penalty(f, chunk_size=0)
+    with pytest.raises(ValueError, match="randomness must be one of"):
+        fg.losses.jacobian_penalty(f, randomness="sometimes")

@@ -127,7 +127,7 @@ def test_eager_gradient_wrt_x_of_an_input_gradient_loss():
     check_grads(lambda X: loss(params, X, S), (X,), order=2)
 
 
-def test_grad_passes_check_and_compile_on():
+def test_grad_passes_its_options_on():
     loss = lambda p, x: (p["w"] * x).sum() * torch.tensor(math.nan)  # noqa: E731
     params, x = {"w": torch.ones(2)}, torch.ones(2)
     with pytest.raises(FloatingPointError, match="grad: non-finite result"):  # check=True by default

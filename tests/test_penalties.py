@@ -115,10 +115,10 @@ def test_penalties_compile_and_equal_eager():
 def test_former_spellings_warn_and_mean_the_same():
     f, params = fg.functionalize(mlp(3, 4, 1, d_out=2))
     X = torch.randn(4, 3, dtype=torch.float64)
-    with pytest.warns(DeprecationWarning, match="method='exact' is deprecated; write method='jacobian'"):
+    with pytest.warns(DeprecationWarning, match="^jacobian_penalty: method='exact' is deprecated; write method='jacobian'"):
         old = fg.losses.jacobian_penalty(f, method="exact")
     assert torch.equal(old(params, X), fg.losses.jacobian_penalty(f, method="jacobian")(params, X))
-    with pytest.warns(DeprecationWarning, match="num_projections= is deprecated; write num_samples=3"):
+    with pytest.warns(DeprecationWarning, match="^jacobian_penalty: num_projections= is deprecated; write num_samples=3"):
         old = fg.losses.jacobian_penalty(f, method="hutchinson", num_projections=3,
                                          generator=torch.Generator().manual_seed(0))
     new = fg.losses.jacobian_penalty(f, method="hutchinson", num_samples=3, generator=torch.Generator().manual_seed(0))
