@@ -86,7 +86,7 @@ def load_params(module: nn.Module, params: ParamsDict, /) -> None:
     api = "load_params"
     if not isinstance(module, nn.Module):
         raise TypeError(f"{api}: expected the nn.Module to write into, got {type(module).__name__}.")
-    trainable, frozen = _split(module)
+    trainable, frozen = split_params(module)
     match_names(api, trainable, params, "params", frozen=frozen)
     with torch.no_grad():
         for name, p in trainable.items():
@@ -99,7 +99,7 @@ class FunctionalModule:
 
     def __init__(self, module: nn.Module):
         self.module = module
-        trainable, frozen = _split(module)
+        trainable, frozen = split_params(module)
         self._shapes = {name: p.shape for name, p in trainable.items()}
         self._frozen = frozenset(frozen)
         # The requires_grad flags as functionalize saw them (NOTE [frozen parameters]).
@@ -168,7 +168,7 @@ class FunctionalModule:
 
     def params(self) -> ParamsDict:
         """The module's current trainable parameters as detached aliases (name -> tensor)."""
-        return {name: p.detach() for name, p in _split(self.module)[0].items()}
+        return {name: p.detach() for name, p in split_params(self.module)[0].items()}
 
     def __repr__(self) -> str:
         return f"FunctionalModule({self.module!r})"
@@ -243,7 +243,7 @@ class FunctionalModule:
         return next((i for i, (p, flag) in enumerate(self._flags) if p.requires_grad != flag), -1)
 
 
-def _split(module: nn.Module) -> tuple[dict[str, nn.Parameter], dict[str, nn.Parameter]]:
+def split_params(module: nn.Module) -> tuple[dict[str, nn.Parameter], dict[str, nn.Parameter]]:
     """The module's parameters by name: ``(trainable, frozen)``."""
     named = dict(module.named_parameters())
     return ({k: p for k, p in named.items() if p.requires_grad},

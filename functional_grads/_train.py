@@ -9,6 +9,7 @@ from torch import nn
 
 from ._checks import match_names, match_tensor
 from ._engine import build_step, optimizer_update
+from ._functionalize import split_params
 from ._typing import CompileOption, LossFn, Params, PyTree
 from .optim._transforms import GradientTransformation
 
@@ -79,12 +80,10 @@ def apply_grads(module: nn.Module, grads: Params, /) -> None:
             f"{api}: expected the nn.Module to write .grad into, got {type(module).__name__}. "
             "Pass the module: apply_grads(model, grads), and build the optimizer on model.parameters()."
         )
-    named = dict(module.named_parameters())
-    trainable = {k: p for k, p in named.items() if p.requires_grad}
-    match_names(api, trainable, grads, "grads", frozen=[k for k in named if k not in trainable])
-    for name, p in named.items():
-        if name in trainable:
-            match_tensor(api, f"grads[{name!r}]", grads[name], p)
-            p.grad = grads[name].detach()
-        else:
-            p.grad = None
+    trainable, frozen = split_params(module)
+    match_names(api, trainable, grads, "grads", frozen=frozen)
+    for name, p in trainable.items():
+        match_tensor(api, f"grads[{name!r}]", grads[name], p)
+        p.grad = grads[name].detach()
+    for p in frozen.values():
+        p.grad = None

@@ -47,6 +47,10 @@ DivergenceMethod = Literal["auto", "jacobian", "forward", "hutchinson"]
 JacobianPenaltyMethod = Literal["jacobian", "hutchinson"]
 """How ``jacobian_penalty`` computes (names as in :data:`LaplacianMethod`)."""
 
+ShardMode = Literal[None, "optimizer", "params"]
+"""What ``distributed.data_parallel`` shards: nothing, the optimizer state (ZeRO-1/2), or
+the params too (ZeRO-3)."""
+
 DSMWeighting = Literal["auto", "none", "sigma2", "edm"]
 """How denoising score matching weights each noise level's error."""
 

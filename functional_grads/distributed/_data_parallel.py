@@ -11,7 +11,7 @@ are a pytree returned by a pure function, so averaging them is one all-reduce, J
 from __future__ import annotations
 
 import zlib
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import optree
 import torch
@@ -20,11 +20,9 @@ from torch import Tensor
 
 from .. import _checks
 from .._engine import Update, build_step, optimizer_update
-from .._typing import CompileOption, LossFn, Params, PyTree
-from . import _sharding
-
-ShardMode = Literal[None, "optimizer", "params"]
+from .._typing import CompileOption, LossFn, Params, PyTree, ShardMode, choices
 from ..optim._transforms import GradientTransformation
+from . import _sharding
 
 
 def broadcast_params(params: Params, /, *, src: int = 0, group: Any = None) -> Params:
@@ -142,7 +140,7 @@ def data_parallel(
     if not isinstance(optimizer, GradientTransformation):
         raise TypeError(f"{api}: optimizer must be a functional_grads.optim GradientTransformation, "
                         f"got {type(optimizer).__name__}.")
-    _checks.check_choice(api, "shard", shard, (None, "optimizer", "params"))
+    _checks.check_choice(api, "shard", shard, choices(ShardMode))
     world = _world(api, group)
     rank = dist.get_rank(group)
 
