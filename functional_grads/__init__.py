@@ -1,5 +1,6 @@
 """functional_grads: losses built from a network's input derivatives, on torch.func."""
 
+from . import atoms as atoms
 from . import distributed as distributed
 from . import inverse as inverse
 from . import losses as losses
@@ -39,6 +40,7 @@ __all__ = [
     "FunctionalModule",
     "Params",
     "apply_grads",
+    "atoms",
     "derivatives",
     "distributed",
     "divergence",

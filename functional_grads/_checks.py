@@ -22,6 +22,13 @@ def fmt(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(s) for s in shape) + "]"
 
 
+def describe(x: Any) -> str:
+    """``a float32 tensor [3, 4]`` for a tensor, else the type's name (for error messages)."""
+    if isinstance(x, Tensor):
+        return f"a {str(x.dtype).removeprefix('torch.')} tensor {fmt(x.shape)}"
+    return "None" if x is None else type(x).__name__
+
+
 def key_path(root: str, path: Sequence[Any]) -> str:
     """``params['0.weight']``-style name of a pytree leaf."""
     return root + "".join(f"[{k!r}]" for k in path)

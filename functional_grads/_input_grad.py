@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, cast
 
-import optree
 import torch
 
 from . import _checks
-from ._context import compiling, plain_autograd
+from ._context import compiling
 from ._functionalize import FunctionalModule
-from ._per_sample import check_in_dims, map_samples, scalar_output, separable_grad
+from ._per_sample import check_in_dims, map_samples, scalar_output, sum_grad
 from ._typing import InDims, PerSampleFn, Randomness
 
 
@@ -107,10 +106,7 @@ def _grad_and_value(
         if may_sum and len(args) == 2 and not compiling() and cast(FunctionalModule, f).treats_samples_independently():
             _checks.check_batch(api, args, argnums)
             params, X = args
-            values = lambda x: _per_sample_values(api, f(params, x), X)  # noqa: E731
-            if plain_autograd():
-                return _autograd_batch_grad(values, X, params)
-            return separable_grad(values)(X)
+            return sum_grad(lambda x: _per_sample_values(api, f(params, x), X), X, params)
         return map_samples(api, per_sample, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness,
                            in_dims=in_dims)
 
@@ -130,15 +126,3 @@ def _per_sample_values(api: str, out: Any, X: torch.Tensor) -> torch.Tensor:
     if out.shape not in ((B,), (B, 1)):
         raise _checks.not_scalar_per_sample(api, out.shape[1:])
     return out.reshape(B)
-
-
-def _autograd_batch_grad(values: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, params: Any) -> Any:
-    """The batch-sum gradient with ``torch.autograd`` (NOTE [eager autograd]), keeping a
-    graph only when an outer derivative will need it (params or ``X`` require grad)."""
-    outer = torch.is_grad_enabled() and (X.requires_grad or any(
-        t.requires_grad for t in optree.tree_leaves(params) if isinstance(t, torch.Tensor)))
-    x = X if X.requires_grad else X.detach().requires_grad_()
-    with torch.enable_grad():
-        v = values(x)
-        (g,) = torch.autograd.grad(v.sum(), x, create_graph=outer)
-    return (g, v) if outer else (g.detach(), v.detach())

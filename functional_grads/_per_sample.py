@@ -9,7 +9,7 @@ import torch
 from torch.func import grad_and_value, vmap
 
 from . import _checks
-from ._context import per_sample
+from ._context import per_sample, plain_autograd
 from ._typing import InDims
 
 
@@ -189,6 +189,28 @@ def separable_grad(objective: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return grads, losses
 
     return separable_grad_fn
+
+
+def sum_grad(values: Callable[[Any], torch.Tensor], x: Any, outer: Any) -> tuple[Any, torch.Tensor]:
+    """``(d values(x).sum() / dx, values(x))`` for a pytree of tensors ``x``, differentiable
+    w.r.t. ``x`` and the tensors of ``outer`` (the params an outer gradient will need).
+
+    Eagerly with no transform active, this is ``torch.autograd`` (NOTE [eager autograd]),
+    keeping a graph only when an outer derivative will need it (``x`` or a tensor of
+    ``outer`` requires grad); under compile or inside transforms, ``torch.func``.
+    """
+    if not plain_autograd():
+        return separable_grad(values)(x)
+    leaves, spec = optree.tree_flatten(x)
+    keep = torch.is_grad_enabled() and any(
+        t.requires_grad for t in [*leaves, *optree.tree_leaves(outer)] if isinstance(t, torch.Tensor))
+    fresh = [t if t.requires_grad else t.detach().requires_grad_() for t in leaves]
+    with torch.enable_grad():
+        v = values(optree.tree_unflatten(spec, fresh))
+        grads = torch.autograd.grad(v.sum(), fresh, create_graph=keep)
+    if not keep:
+        grads, v = tuple(g.detach() for g in grads), v.detach()
+    return optree.tree_unflatten(spec, list(grads)), v
 
 
 def output_shape(api: str, f: Callable[..., Any], argnums: int = 1, has_aux: bool = False,

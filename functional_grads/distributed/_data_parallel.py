@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .. import _checks
 from .._engine import Update, build_step, optimizer_update
+from .._terms import TermMeans
 from .._typing import CompileOption, LossFn, Params, PyTree, ShardMode, choices
 from ..optim._transforms import GradientTransformation
 from . import _sharding
@@ -109,12 +110,16 @@ def data_parallel(
     Each rank computes ``value_and_grad(loss)`` on its own shard; the gradients and the
     loss are averaged over the **global sample count** (each rank weighs its mean by its
     local batch size), so uneven shards and empty shards give the full-batch answer, and
-    every rank ends the step with the same params. The step is
+    every rank ends the step with the same params. A loss made of means over different
+    counts (:func:`functional_grads.atoms.force_matching`: structures for energies, atoms
+    for forces) has each term weighted by its own global count instead (NOTE [term
+    means]; one more small all-reduce, of the counts, before the step). The step is
     :func:`functional_grads.make_step`'s core with the collectives in the middle.
 
     Args:
       loss: ``loss(params, *batch) -> []``, a mean over the batch's samples (every loss
-        in :mod:`functional_grads.losses` is). The batch's leading dimension counts samples.
+        in :mod:`functional_grads.losses` is). The batch's leading dimension counts samples
+        (for ``atoms.force_matching``, a shard is whole structures).
       optimizer: a :mod:`functional_grads.optim` transformation (``chain`` included;
         ``clip_by_global_norm`` takes the norm over all shards).
       shard: ``None`` (default): every rank keeps full params, gradients and optimizer
@@ -143,35 +148,40 @@ def data_parallel(
     _checks.check_choice(api, "shard", shard, choices(ShardMode))
     world = _world(api, group)
     rank = dist.get_rank(group)
+    terms = isinstance(loss, TermMeans)  # batch = (global term counts, *local batch)
 
     def local_loss(params: Params, *batch: Any) -> Tensor:
-        if _count(api, batch) == 0:  # an empty shard: weight 0, no loss to evaluate
+        if _count(api, batch[terms:]) == 0:  # an empty shard: weight 0, no loss to evaluate
             leaves = [t for t in optree.tree_leaves(params) if isinstance(t, Tensor)]
             return sum(((t * 0).sum() for t in leaves), torch.zeros(()))
+        if terms:
+            return loss.normalised(params, *batch)  # this shard's share of the global loss
         return loss(params, *batch)
 
     def counted(value: Tensor, grads: Params, batch: tuple[Any, ...], dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-        """``(count, value x count, one slot per rank: 1 where this rank's numbers hold NaN/Inf)``."""
-        count = value.new_ones((), dtype=dtype) * _count(api, batch)
+        """``(weight, count, one slot per rank: 1 where this rank's numbers hold NaN/Inf)``:
+        a mean loss is weighted by its sample count; a term-means shard is already a share
+        of the global loss (weight 1)."""
+        count = value.new_ones((), dtype=dtype) * _count(api, batch[terms:])
         finite = torch.stack([torch.isfinite(value).all(), *(torch.isfinite(g).all() for g in optree.tree_leaves(grads))])
         bad = (torch.arange(world, device=value.device) == rank).to(dtype) * (~finite.all()).to(dtype)
-        return count, value.to(dtype) * count, bad
+        return (count.new_ones(()) if terms else count), count, bad
 
     def reduce(value: Tensor, grads: Params, batch: tuple[Any, ...]) -> tuple[Tensor, Params, Tensor]:
         leaves, spec = optree.tree_flatten(grads)
         dtype = _sharding.common_dtype(leaves)
-        count, value_sum, bad = counted(value, grads, batch, dtype)
+        weight, count, bad = counted(value, grads, batch, dtype)
+        head = [(value.to(dtype) * weight).reshape(1), weight.reshape(1), count.reshape(1), bad]
         if shard is None:
-            total = _all_reduce(torch.cat([_flat(leaves, dtype) * count, value_sum.reshape(1), count.reshape(1), bad]),
-                                group)
-            n = len(total) - world - 2
-            mean_grads, info = total[:n] / total[n + 1].clamp_min(1), total[n:]
-            return ((total[n] / total[n + 1].clamp_min(1)).to(value.dtype),
-                    optree.tree_unflatten(spec, _unflat(mean_grads, leaves)), info[1:])
-        info = _all_reduce(torch.cat([value_sum.reshape(1), count.reshape(1), bad]), group)
-        n_total = info[1].clamp_min(1)  # an empty global batch is reported by check_reduced
-        mine = _sharding.reduce_scatter(_sharding.flatten(grads, world) * count, group) / n_total
-        return (info[0] / n_total).to(value.dtype), {"flat": mine}, info[1:]
+            total = _all_reduce(torch.cat([_flat(leaves, dtype) * weight, *head]), group)
+            n = len(total) - world - 3
+            scale = 1 if terms else total[n + 1].clamp_min(1)  # terms: the shares add up to the loss
+            return ((total[n] / scale).to(value.dtype),
+                    optree.tree_unflatten(spec, _unflat(total[:n] / scale, leaves)), total[n + 2:])
+        info = _all_reduce(torch.cat(head), group)
+        scale = 1 if terms else info[1].clamp_min(1)  # an empty global batch is reported by check_reduced
+        mine = _sharding.reduce_scatter(_sharding.flatten(grads, world) * weight, group) / scale
+        return (info[0] / scale).to(value.dtype), {"flat": mine}, info[2:]
 
     def check_reduced(info: Tensor) -> None:
         n_total, *flags = info.tolist()
@@ -194,6 +204,8 @@ def data_parallel(
                 f"{api}: with shard={shard!r} the step takes "
                 + ("the ShardedParams of fg.distributed.shard_params(params)" if shard == "params"
                    else "the params pytree") + f", got {type(params).__name__}.")
+        if terms:  # NOTE [term means]: every term's global count, before the step
+            batch = (_all_reduce(loss.counts(*batch).detach(), group), *batch)
         result = run(params, state, *batch)
         return result.params, result.state, result.value
 

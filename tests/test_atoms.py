@@ -1,0 +1,241 @@
+"""functional_grads.atoms: energies, forces and stress of ragged batches, and force matching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import ATOMS_CUTOFF, atoms_energy, atoms_inputs, atoms_params, atoms_structures
+from hypothesis import given
+from hypothesis import strategies as st
+
+import functional_grads as fg
+from functional_grads import atoms
+
+EFS = atoms.energy_forces_stress(atoms_energy, stress=True)
+
+
+@st.composite
+def ragged(draw):
+    """``(sizes, periodic, seed)``: 1, 2 or 5 structures of 1-5 atoms, periodic or not."""
+    S = draw(st.sampled_from([1, 2, 5]))
+    sizes = draw(st.lists(st.integers(1, 5), min_size=S, max_size=S))
+    periodic = draw(st.lists(st.booleans(), min_size=S, max_size=S))
+    return sizes, periodic, draw(st.integers(0, 2**16))
+
+
+def _strained(inputs, t, direction):
+    """The inputs under the symmetric strain ``t * direction`` (positions and cell alike)."""
+    r, cell, batch, *rest = inputs
+    eye = torch.eye(3, dtype=r.dtype)
+    return (torch.einsum("ni,nij->nj", r, eye + t * direction[batch]), cell @ (eye + t * direction), batch, *rest)
+
+
+@given(ragged())
+def test_forces_and_stress_equal_finite_differences(problem):
+    sizes, periodic, seed = problem
+    params, inputs = atoms_params(seed=seed), atoms_inputs(sizes, periodic, seed)
+    E, F, sigma = EFS(params, *inputs)
+    assert E.shape == (len(sizes),) and F.shape == (sum(sizes), 3) and sigma.shape == (len(sizes), 3, 3)
+    torch.testing.assert_close(E, atoms_energy(params, *inputs), rtol=1e-12, atol=1e-12)
+    g = torch.Generator().manual_seed(seed)
+    h = 1e-6
+    V = torch.randn(inputs[0].shape, generator=g, dtype=torch.float64)
+    r, rest = inputs[0], inputs[1:]
+    fd = (atoms_energy(params, r + h * V, *rest) - atoms_energy(params, r - h * V, *rest)).sum() / (2 * h)
+    torch.testing.assert_close(-(F * V).sum(), fd, rtol=1e-7, atol=1e-8)
+    volume = torch.linalg.det(inputs[1]).abs()
+    for a, b in [(0, 0), (1, 2), (0, 1), (2, 2)]:  # a symmetric strain direction per structure
+        M = torch.zeros(len(sizes), 3, 3, dtype=torch.float64)
+        M[:, a, b] += 0.5
+        M[:, b, a] += 0.5
+        fd = (atoms_energy(params, *_strained(inputs, h, M)) - atoms_energy(params, *_strained(inputs, -h, M))) / (2 * h)
+        want = torch.where(volume > 0, fd / torch.where(volume > 0, volume, 1), 0)
+        torch.testing.assert_close(sigma[:, a, b], want, rtol=1e-7, atol=1e-8)
+    assert (sigma[~torch.tensor(periodic)] == 0).all()  # no cell, no stress
+
+
+@given(ragged())
+def test_second_derivatives_of_forces_and_stress(problem):
+    """The derivatives an outer gradient uses: forces and stress w.r.t. params and positions."""
+    sizes, periodic, seed = problem
+    params, (r, *rest) = atoms_params(seed=seed), atoms_inputs(sizes, periodic, seed)
+    fg.testing.check_grads(lambda p, x: EFS(p, x, *rest), (params, r), order=2, seed=seed)
+
+
+def test_structures_do_not_leak_into_each_other():
+    params = atoms_params()
+    alone = EFS(params, *atoms_inputs([4], [True], seed=3))
+    both = fg.atoms.collate(atoms_structures([4], [True], seed=3) + atoms_structures([1, 6], [False, True], seed=9),
+                                dtype=torch.float64)
+    i, j, s = atoms.neighbour_list(both.positions, both.cell, both.pbc, both.batch, ATOMS_CUTOFF)
+    E, F, sigma = EFS(params, both.positions, both.cell, both.batch, both.numbers, i, j, s)
+    torch.testing.assert_close(E[0], alone[0][0], rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(F[:4], alone[1], rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(sigma[0], alone[2][0], rtol=1e-13, atol=1e-13)
+
+
+def _by_hand(params, inputs, labels, weights):
+    """The force-matching loss and its param gradient, written with autograd.grad(create_graph=True)."""
+    w_E, w_F, w_S = weights
+    p = {k: v.detach().requires_grad_() for k, v in params.items()}
+    r, cell, batch, *rest = inputs
+    r = r.detach().requires_grad_()
+    eps = torch.zeros_like(cell, requires_grad=True)
+    eye = torch.eye(3, dtype=r.dtype)
+    E = atoms_energy(p, torch.einsum("ni,nij->nj", r, eye + eps[batch]), cell @ (eye + eps), batch, *rest)
+    dr, deps = torch.autograd.grad(E.sum(), (r, eps), create_graph=True)
+    volume = torch.linalg.det(cell).abs()
+    periodic = volume > 0
+    sigma = (deps + deps.transpose(1, 2)) / 2 / torch.where(periodic, volume, 1)[:, None, None]
+    n_atoms = torch.bincount(batch, minlength=len(cell)).to(r.dtype)
+    E_ref, F_ref, S_ref = labels
+    loss = (w_E * (((E - E_ref) / n_atoms) ** 2).mean() + w_F * ((-dr - F_ref) ** 2).mean()
+            + w_S * ((sigma - S_ref)[periodic] ** 2).sum() / (9 * max(int(periodic.sum()), 1)))
+    return loss.detach(), dict(zip(p, torch.autograd.grad(loss, list(p.values()))))
+
+
+def _labels(inputs, seed):
+    """Labels from another potential of the same form, so that the loss is far from 0."""
+    E, F, sigma = EFS(atoms_params(seed=seed + 1), *inputs)
+    return E, F, sigma
+
+
+@pytest.mark.parametrize("periodic", [[True, False, True], [False, False, False]])
+def test_force_matching_equals_the_hand_written_create_graph_loss(periodic):
+    params, inputs = atoms_params(), atoms_inputs([3, 1, 5], periodic, seed=4)
+    labels = _labels(inputs, 4)
+    loss = atoms.force_matching(atoms_energy, energy_weight=1.0, force_weight=10.0, stress_weight=3.0)
+    value, grads = fg.value_and_grad(loss)(params, *inputs, *labels)
+    ref_value, ref_grads = _by_hand(params, inputs, labels, (1.0, 10.0, 3.0))
+    torch.testing.assert_close(value, ref_value, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grads, ref_grads, rtol=1e-10, atol=1e-12)
+
+
+def test_force_matching_param_gradient_equals_finite_differences():
+    inputs = atoms_inputs([2, 4], [False, True], seed=5)
+    labels = _labels(inputs, 5)
+    loss = atoms.force_matching(atoms_energy, stress_weight=1.0, energy="per_structure")
+    fg.testing.check_grads(lambda p: loss(p, *inputs, *labels), (atoms_params(),), order=2)
+
+
+def test_energy_only_and_per_structure_terms():
+    params, inputs = atoms_params(), atoms_inputs([2, 3], [True, False], seed=6)
+    E_ref, F_ref, _ = _labels(inputs, 6)
+    E = atoms_energy(params, *inputs)
+    energy_only = atoms.force_matching(atoms_energy, force_weight=0.0, energy="per_structure")
+    torch.testing.assert_close(energy_only(params, *inputs, E_ref, F_ref), ((E - E_ref) ** 2).mean())
+    per_atom = atoms.force_matching(atoms_energy, force_weight=0.0)
+    torch.testing.assert_close(per_atom(params, *inputs, E_ref, F_ref),
+                               (((E - E_ref) / torch.tensor([2.0, 3.0], dtype=E.dtype)) ** 2).mean())
+
+
+def test_compiled_step_serves_ragged_batches_without_recompiling():
+    loss = atoms.force_matching(atoms_energy, force_weight=10.0, stress_weight=1.0)
+    opt = fg.optim.adam(1e-2)
+    eager, compiled = fg.make_step(loss, opt), fg.make_step(loss, opt, compile=True)
+    params = atoms_params()
+    batches = [atoms_inputs(sizes, periodic, seed=k) for k, (sizes, periodic) in enumerate(
+        [([3, 5], [True, False]), ([4, 2, 6], [False, True, True]), ([7, 3, 2, 5], [True, True, False, False])])]
+    graphs = None
+    for k, inputs in enumerate(batches):
+        labels = _labels(inputs, k)
+        state = opt.init(params)
+        want = eager(params, state, *inputs, *labels)
+        got = compiled(params, state, *inputs, *labels)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        count = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        graphs = count if graphs is None else graphs
+        assert count == graphs, f"batch {k} ({[len(t) for t in inputs[:3]]}) compiled a new graph"
+
+
+def test_agrees_with_ase_lennard_jones():
+    """Energies, forces and stress (sign and convention) equal ASE's own calculator."""
+    ase_build = pytest.importorskip("ase.build")
+    from ase.calculators.lj import LennardJones
+    from ase.cluster import Icosahedron
+
+    rc = 2.5
+
+    def lj(p, r, cell, batch, i, j, shifts):
+        d = atoms.edge_vectors(r, cell, batch, i, j, shifts).norm(dim=1)
+        s6, c6 = (p["sigma"] / d) ** 6, (p["sigma"] / rc) ** 6
+        return torch.zeros(len(cell), dtype=r.dtype).index_add(0, batch[i], 2 * p["eps"] * (s6**2 - s6 - c6**2 + c6))
+
+    structures = [ase_build.bulk("Ar", "fcc", a=1.6, cubic=True), ase_build.bulk("Ar", "fcc", a=1.6) * (2, 2, 1),
+                  Icosahedron("Ar", 2, 1.1)]
+    for k, s in enumerate(structures):
+        s.rattle(0.05, seed=k)
+        s.calc = LennardJones(sigma=1.0, epsilon=1.0, rc=rc)
+        s.get_forces()
+        if s.pbc.any():
+            s.get_stress()
+    b = atoms.collate(structures, dtype=torch.float64)
+    assert b.stress is None  # the cluster has no stress label
+    i, j, shifts = atoms.neighbour_list(b.positions, b.cell, b.pbc, b.batch, rc)
+    one = torch.tensor(1.0, dtype=torch.float64)
+    E, F, sigma = atoms.energy_forces_stress(lj, stress=True)({"eps": one, "sigma": one}, b.positions, b.cell,
+                                                              b.batch, i, j, shifts)
+    torch.testing.assert_close(E, b.energy, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(F, b.forces, rtol=1e-9, atol=1e-9)
+    for k in (0, 1):
+        torch.testing.assert_close(sigma[k], torch.as_tensor(structures[k].get_stress(voigt=False)), rtol=1e-9,
+                                   atol=1e-9)
+    assert (sigma[2] == 0).all()
+
+
+def test_neighbour_list_equals_brute_force_over_images():
+    small = {"positions": [[0.1, 0.2, 0.3]], "numbers": [0], "cell": 2 * torch.eye(3)}  # sees its own images
+    b = atoms.collate(atoms_structures([1, 5, 4], [True, True, False], seed=7) + [small], dtype=torch.float64)
+    i, j, shifts = atoms.neighbour_list(b.positions, b.cell, b.pbc, b.batch, ATOMS_CUTOFF)
+    got = {(int(a), int(c), *map(int, s)) for a, c, s in zip(i, j, shifts)}
+    assert len(got) == len(i)
+    want = set()
+    grid = torch.cartesian_prod(*[torch.arange(-4, 5)] * 3).to(torch.float64)
+    for a in range(len(b.positions)):
+        for c in range(len(b.positions)):
+            if b.batch[a] != b.batch[c]:
+                continue
+            images = grid if b.pbc[b.batch[a]].any() else torch.zeros(1, 3, dtype=torch.float64)
+            d = (b.positions[c] - b.positions[a] + images @ b.cell[b.batch[a]]).norm(dim=1)
+            for s in images[(d < ATOMS_CUTOFF) & ~((a == c) & (images == 0).all(1))]:
+                want.add((a, c, *map(int, s)))
+    assert got == want
+    assert any(a == c for a, c, *_ in got)
+
+
+def test_collate_reads_labels_and_voigt_stress():
+    voigt = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    b = atoms.collate([{"positions": [[0, 0, 0]], "numbers": [1], "cell": torch.eye(3), "energy": 1.5,
+                        "forces": [[1, 2, 3]], "stress": voigt},
+                       {"positions": [[0, 0, 0], [1, 1, 1]], "numbers": [1, 2], "energy": 2.0,
+                        "forces": torch.zeros(2, 3), "stress": torch.zeros(3, 3)}], dtype=torch.float64)
+    assert b.stress[0].tolist() == [[1.0, 6.0, 5.0], [6.0, 2.0, 4.0], [5.0, 4.0, 3.0]]
+    assert b.energy.tolist() == [1.5, 2.0] and b.forces.shape == (3, 3) and b.batch.tolist() == [0, 1, 1]
+    assert (b.cell[1] == 0).all() and not b.pbc[1].any() and b.pbc[0].all()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: atoms.energy_forces_stress(atoms_energy, stress=True)(atoms_params(), torch.zeros(2, 3), None,
+                                                                   torch.zeros(2, dtype=torch.int64)),
+     "stress=True needs a cell"),
+    (lambda: atoms.energy_forces_stress(atoms_energy)(atoms_params(), torch.zeros(2, 2), None,
+                                                      torch.zeros(2, dtype=torch.int64)),
+     r"positions must be a floating tensor \[N, 3\], got a float32 tensor \[2, 2\]"),
+    (lambda: atoms.energy_forces_stress(atoms_energy)(atoms_params(), torch.zeros(2, 3), None, torch.zeros(2)),
+     r"batch must be an int64 tensor \[N\] = \[2\]"),
+    (lambda: atoms.energy_forces_stress(lambda p, r, c, b: r.sum(1))(None, torch.zeros(2, 3), torch.zeros(1, 3, 3),
+                                                                     torch.zeros(2, dtype=torch.int64)),
+     r"energy_fn must return one energy per structure, \[S\] = \[1\], got shape \[2\]"),
+    (lambda: atoms.force_matching(atoms_energy, force_weight=-1.0), "force_weight must be"),
+    (lambda: atoms.force_matching(atoms_energy, energy="atom"), "energy must be one of"),
+    (lambda: atoms.force_matching(atoms_energy)(atoms_params(), *atoms_inputs([2], [False]), torch.zeros(2),
+                                                torch.zeros(2, 3)),
+     r"the energy label must be a tensor \[1\], got a float32 tensor \[2\]"),
+    (lambda: atoms.neighbour_list(torch.zeros(1, 3), torch.zeros(1, 3, 3), torch.ones(1, 3, dtype=torch.bool),
+                                  torch.zeros(1, dtype=torch.int64), 1.0), "cell .* is singular"),
+    (lambda: atoms.collate([{"positions": torch.zeros(2, 3), "numbers": [1]}]), "2 positions but 1 numbers"),
+])
+def test_bad_inputs_get_clear_errors(call, match):
+    with pytest.raises((ValueError, TypeError), match=match) as error:
+        call()
+    assert str(error.value).startswith("atoms.")
