@@ -15,7 +15,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import functional_grads as fg  # noqa: E402
-from helpers import mlp  # noqa: E402
+from helpers import atoms_batch, atoms_energy, atoms_params, atoms_structures, mlp  # noqa: E402
 
 STEPS = 50
 
@@ -215,6 +215,28 @@ def scenario_ddp(rank, world):
     return out
 
 
+def scenario_atoms(rank, world, shard):
+    """Force matching on 5 structures split 1 | 4 (atoms 3 | 19): each term weighted by its
+    own global count (structures, atoms, periodic structures) gives the full-batch training."""
+    sizes, periodic = [3, 6, 1, 5, 7], [True, False, True, True, False]
+    structures = atoms_structures(sizes, periodic, seed=2)
+    inputs = atoms_batch(structures)
+    labels = fg.atoms.energy_forces_stress(atoms_energy, stress=True)(atoms_params(seed=3), *inputs)
+    loss = fg.atoms.force_matching(atoms_energy, force_weight=10.0, stress_weight=1.0)
+    opt = fg.optim.adam(1e-2)
+    params = atoms_params()
+    reference = _train(fg.make_step(loss, opt), params, opt, (*inputs, *labels), 5)
+    mine = [0] if rank == 0 else [1, 2, 3, 4]
+    local_inputs = atoms_batch([structures[k] for k in mine])
+    atom_rows = torch.cat([torch.nonzero(inputs[2] == k).squeeze(1) for k in mine])
+    local_labels = (labels[0][mine], labels[1][atom_rows], labels[2][mine])
+    step = fg.distributed.data_parallel(loss, opt, shard=shard)
+    state = opt.init(params) if shard is None else fg.distributed.init_state(opt, params, shard=shard)
+    for _ in range(5):
+        params, state, _ = step(params, state, *local_inputs, *local_labels)
+    return _max_diff(params, reference)
+
+
 def main(rank, world, port, out_dir, scenarios):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
@@ -249,6 +271,8 @@ def main(rank, world, port, out_dir, scenarios):
                 results[name] = scenario_all_reduce_mean(rank, world)
             elif name == "layout":
                 results[name] = scenario_layout(rank, world)
+            elif name == "atoms":
+                results[name] = {str(shard): scenario_atoms(rank, world, shard) for shard in (None, "optimizer")}
             elif name == "ddp":
                 results[name] = scenario_ddp(rank, world)
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))

@@ -91,6 +91,11 @@ def atoms_structures(sizes, periodic, seed: int = 0, dtype=torch.float64):
 
 def atoms_inputs(sizes, periodic, seed: int = 0, dtype=torch.float64):
     """``(positions, cell, batch, numbers, i, j, shifts)`` of a collated batch."""
-    b = fg.atoms.collate(atoms_structures(sizes, periodic, seed, dtype), dtype=dtype)
+    return atoms_batch(atoms_structures(sizes, periodic, seed, dtype), dtype)
+
+
+def atoms_batch(structures, dtype=torch.float64):
+    """``(positions, cell, batch, numbers, i, j, shifts)`` of these structures."""
+    b = fg.atoms.collate(structures, dtype=dtype)
     i, j, shifts = fg.atoms.neighbour_list(b.positions, b.cell, b.pbc, b.batch, ATOMS_CUTOFF)
     return b.positions, b.cell, b.batch, b.numbers, i, j, shifts

@@ -35,7 +35,7 @@ def _run(world, scenarios, tmp_path, timeout=240):
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     return _run(2, ["eager", "empty", "nan", "layout", "compiled", "ddp", "empty_global", "frozen",
-                   "sharded", "sharded_compiled", "sharded_empty", "checkpoint_save", "all_reduce_mean"], tmp_path_factory.mktemp("dp2"))
+                   "sharded", "sharded_compiled", "sharded_empty", "checkpoint_save", "all_reduce_mean", "atoms"], tmp_path_factory.mktemp("dp2"))
 
 
 def test_two_ranks_equal_single_process_training_uneven_shards(two_ranks):
@@ -64,6 +64,11 @@ def test_frozen_layers_are_not_trained_data_parallel(two_ranks):
     for r in two_ranks:
         assert r["frozen"]["keys"] == ["2.bias", "2.weight", "4.bias", "4.weight"]
         assert r["frozen"]["vs_single"] < 1e-12
+
+
+def test_force_matching_weights_each_term_by_its_global_count(two_ranks):
+    for r in two_ranks:  # structures split 1 | 4: uneven in structures, atoms and periodic cells
+        assert r["atoms"]["None"] < 1e-12 and r["atoms"]["optimizer"] < 1e-12
 
 
 def test_all_reduce_mean_is_the_sample_weighted_mean(two_ranks):
