@@ -9,6 +9,7 @@ import adversarial_robustness  # noqa: E402
 import conditional_wgan_gp  # noqa: E402
 import data_parallel  # noqa: E402
 import force_matching  # noqa: E402
+import interatomic_potential  # noqa: E402
 import inverse_problem  # noqa: E402
 import noise_conditional_score  # noqa: E402
 import pinn_heat  # noqa: E402
@@ -32,6 +33,13 @@ def test_force_matching_learns_forces_and_energies():
     r = force_matching.main(["--steps", "400", "--train", "400"])
     assert r["force_rmse"] < 0.3 * r["force_std"]
     assert r["energy_rmse"] < 0.3 * r["energy_std"]
+
+
+def test_interatomic_potential_learns_forces_and_stress_beyond_energy_only():
+    r = interatomic_potential.main(["--steps", "300", "--train", "40", "--repeats", "3", "--no-compile"])
+    full, baseline = r["energies, forces, stress"], r["energies only"]
+    assert full["force_rmse_mev_per_a"] < 0.5 * baseline["force_rmse_mev_per_a"]
+    assert full["stress_rmse_mev_per_a3"] < 0.5 * baseline["stress_rmse_mev_per_a3"]
 
 
 def test_inverse_problem_improves_psnr_by_5_db():

@@ -190,8 +190,11 @@ def _check_labels(api: str, positions: Tensor, cell: Tensor | None, labels: tupl
     want = {"energy": (S,), "forces": (positions.shape[0], 3), "stress": (S, 3, 3)}
     for (name, shape), got in zip(want.items(), labels):
         if not isinstance(got, Tensor) or got.shape != shape:
+            names = ", ".join(list(want)[:len(labels)])
             raise ValueError(f"{api}: the {name} label must be a tensor "
-                             f"{_checks.fmt(shape) if S >= 0 else '[S]'}, got {_checks.describe(got)}.")
+                             f"{_checks.fmt(shape) if S >= 0 else '[S]'}, got {_checks.describe(got)}. "
+                             f"The labels are the last {len(labels)} arguments ({names}); stress is "
+                             "one of them only when stress_weight > 0.")
 
 
 def _energies(api: str, out: Any, cell: Tensor | None) -> Tensor:
