@@ -131,9 +131,9 @@ def errors(f, params, b: atoms.Batch) -> dict:
             "stress_rmse_mev_per_a3": 1e3 * (sigma - b.stress)[periodic].pow(2).mean().sqrt().item()}
 
 
-def handwritten_step(model: nn.Module, opt: torch.optim.Optimizer, positions, cell, batch, i, j, shifts,
-                     energy, forces, stress, weights=(1.0, 10.0, 100.0)):
-    """The plain-PyTorch pattern: strain leaf, autograd.grad(create_graph=True), backward."""
+def handwritten_loss(model: nn.Module, positions, cell, batch, i, j, shifts, energy, forces, stress,
+                     weights=(1.0, 10.0, 100.0)):
+    """The plain-PyTorch pattern: a strain leaf, ``autograd.grad(create_graph=True)``."""
     positions = positions.detach().requires_grad_()
     eps = torch.zeros_like(cell, requires_grad=True)
     eye = torch.eye(3, dtype=cell.dtype)
@@ -143,8 +143,13 @@ def handwritten_step(model: nn.Module, opt: torch.optim.Optimizer, positions, ce
     periodic = volume > 0
     sigma = (deps + deps.transpose(1, 2)) / 2 / torch.where(periodic, volume, 1)[:, None, None]
     n_atoms = torch.zeros_like(energy).index_add(0, batch, torch.ones_like(positions[:, 0]))
-    loss = (weights[0] * ((E - energy) / n_atoms).pow(2).mean() + weights[1] * (-dr - forces).pow(2).mean()
+    return (weights[0] * ((E - energy) / n_atoms).pow(2).mean() + weights[1] * (-dr - forces).pow(2).mean()
             + weights[2] * (sigma - stress)[periodic].pow(2).mean())
+
+
+def handwritten_step(loss_fn, model: nn.Module, opt: torch.optim.Optimizer, *batch) -> torch.Tensor:
+    """``loss_fn`` (:func:`handwritten_loss`, or a compiled version), backward, ``torch.optim`` step."""
+    loss = loss_fn(model, *batch)
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -168,7 +173,7 @@ def time_steps(args, model: nn.Module, b: atoms.Batch, loss) -> dict:
         out[name] = _median(lambda: step(params, state, *batch), args.repeats)
         print(f"{name:>22}: {1e3 * out[name]:7.2f} ms/step (first call {first:.1f} s)")
     torch_opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    out["hand-written"] = _median(lambda: handwritten_step(model, torch_opt, *batch), args.repeats)
+    out["hand-written"] = _median(lambda: handwritten_step(handwritten_loss, model, torch_opt, *batch), args.repeats)
     print(f"{'hand-written create_graph':>22}: {1e3 * out['hand-written']:7.2f} ms/step")
     if args.compile:  # other batch sizes: the compiled step should not compile again
         graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]

@@ -119,7 +119,11 @@ def _mark_batch_dynamic(args: tuple[Any, ...], static: tuple[int, ...]) -> None:
     # and again for the second. Marking the batch dimension up front gives one graph for
     # all batch sizes, except where a backend guards on a range: dynamo specialises B = 1,
     # and inductor on CPU decomposes small matmuls (guard 23 <= B <= 2048 on torch 2.13),
-    # so a batch outside the first graph's range compiles one more graph.
+    # so a batch outside the first graph's range compiles one more graph. Likewise
+    # inductor's C++ code for a float32 sum guards on its length <= 4096 (the precision
+    # helper of `need_use_acc_helper`): a float32 batch that crosses 4096 summed elements
+    # compiles one more graph per threshold (measured in benchmarks/atoms.py; float64
+    # ragged batches of 512-5120 atoms: one graph).
     for i, a in enumerate(args):
         if i not in static and isinstance(a, torch.Tensor) and a.ndim > 0:
             torch._dynamo.maybe_mark_dynamic(a, 0)

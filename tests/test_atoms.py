@@ -62,6 +62,17 @@ def test_second_derivatives_of_forces_and_stress(problem):
     fg.testing.check_grads(lambda p, x: EFS(p, x, *rest), (params, r), order=2, seed=seed)
 
 
+@pytest.mark.parametrize("stress", [False, True])
+def test_inside_torch_func_transforms_equals_autograd(stress):
+    """Under torch.func (as under compile) the derivatives come from torch.func.grad."""
+    params, inputs = atoms_params(), atoms_inputs([3, 2], [True, False], seed=1)
+    efs = atoms.energy_forces_stress(atoms_energy, stress=stress)
+    total = lambda p: sum(t.pow(2).sum() for t in efs(p, *inputs) if t is not None)  # noqa: E731
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+    want = dict(zip(leaves, torch.autograd.grad(total(leaves), list(leaves.values()))))
+    torch.testing.assert_close(torch.func.grad(total)(params), want, rtol=1e-12, atol=1e-12)
+
+
 def test_structures_do_not_leak_into_each_other():
     params = atoms_params()
     alone = EFS(params, *atoms_inputs([4], [True], seed=3))

@@ -54,18 +54,19 @@ def energy_forces_stress(energy_fn: EnergyFn, /, *, stress: bool = False) -> Cal
     def fn(params: Any, positions: Tensor, cell: Tensor | None, batch: Tensor, *args: Any) -> tuple[Tensor, Tensor, Tensor | None]:
         _check_structures(api, positions, cell, batch, stress)
 
-        def energies(x: Any) -> Tensor:
+        def energies(r: Tensor) -> Tensor:
+            return _energies(api, energy_fn(params, r, cell, batch, *args), cell)
+
+        def strained_energies(x: tuple[Tensor, Tensor]) -> Tensor:
             r, eps = x
-            if eps is None:
-                return _energies(api, energy_fn(params, r, cell, batch, *args), cell)
             strain = (eps + eps.transpose(1, 2)) / 2  # symmetric: no rotation
             r = r + torch.einsum("ni,nij->nj", r, strain[batch])
             return _energies(api, energy_fn(params, r, cell + cell @ strain, batch, *args), cell)
 
-        eps = positions.new_zeros(cell.shape) if stress and cell is not None else None
-        (dr, deps), E = sum_grad(energies, (positions, eps), params)
-        if eps is None:
+        if not stress or cell is None:
+            dr, E = sum_grad(energies, positions, params)
             return E, -dr, None
+        (dr, deps), E = sum_grad(strained_energies, (positions, positions.new_zeros(cell.shape)), params)
         volume = torch.linalg.det(cell).abs()
         periodic = volume > 0
         per_volume = torch.where(periodic, 1 / torch.where(periodic, volume, 1), 0)
