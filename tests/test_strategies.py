@@ -23,8 +23,7 @@ def strategy(monkeypatch):
         return wrapped
 
     monkeypatch.setattr(impl, "map_samples", spy("vmap", impl.map_samples))
-    monkeypatch.setattr(impl, "separable_grad", spy("batch-sum", impl.separable_grad))
-    monkeypatch.setattr(impl, "_autograd_batch_grad", spy("batch-sum", impl._autograd_batch_grad))
+    monkeypatch.setattr(impl, "sum_grad", spy("batch-sum", impl.sum_grad))
     return seen
 
 

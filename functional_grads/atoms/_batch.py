@@ -117,7 +117,7 @@ def neighbour_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None, b
         r = positions[atoms]
         periodic = _periodic(cell, pbc, s)
         images = _images(api, r, cell[s].detach() if cell is not None else None, periodic, cutoff, s)
-        offsets = images @ cell[s].detach() if periodic.any() else torch.zeros_like(images)
+        offsets = images @ cell[s].detach() if cell is not None and periodic.any() else torch.zeros_like(images)
         d = (r[None, :, None, :] - r[:, None, None, :] + offsets[None, None]).norm(dim=-1)  # [n, n, images]
         keep = d < cutoff
         home = (images == 0).all(dim=1)
@@ -170,7 +170,7 @@ def _images(api: str, r: Tensor, cell: Tensor | None, periodic: Tensor, cutoff: 
     return torch.tensor(list(grid), dtype=r.dtype)
 
 
-def _read(api: str, k: int, s: Any, dtype: torch.dtype) -> dict[str, Tensor | None]:
+def _read(api: str, k: int, s: Any, dtype: torch.dtype) -> dict[str, Any]:
     """One structure as tensors: positions, numbers, cell (zero when nothing is periodic),
     pbc, and its labels or None."""
     if hasattr(s, "get_positions"):  # an ase.Atoms
@@ -191,7 +191,7 @@ def _read(api: str, k: int, s: Any, dtype: torch.dtype) -> dict[str, Tensor | No
     if cell.shape != (3, 3):
         raise ValueError(f"{api}: structure {k} has a cell of shape {list(cell.shape)}; give [3, 3] "
                          "(rows are the lattice vectors).")
-    out: dict[str, Tensor | None] = {"positions": positions, "numbers": numbers, "cell": cell, "pbc": pbc}
+    out: dict[str, Any] = {"positions": positions, "numbers": numbers, "cell": cell, "pbc": pbc}
     out["energy"] = None if s.get("energy") is None else torch.as_tensor(s["energy"], dtype=dtype).reshape(())
     out["forces"] = None if s.get("forces") is None else torch.as_tensor(s["forces"], dtype=dtype).reshape(n, 3)
     stress = s.get("stress")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, cast
 
 import torch
 from torch import Tensor
@@ -57,15 +57,17 @@ def energy_forces_stress(energy_fn: EnergyFn, /, *, stress: bool = False) -> Cal
         def energies(r: Tensor) -> Tensor:
             return _energies(api, energy_fn(params, r, cell, batch, *args), cell)
 
+        if not stress or cell is None:
+            dr, E = sum_grad(energies, positions, params)
+            return E, -dr, None
+        cells: Tensor = cell
+
         def strained_energies(x: tuple[Tensor, Tensor]) -> Tensor:
             r, eps = x
             strain = (eps + eps.transpose(1, 2)) / 2  # symmetric: no rotation
             r = r + torch.einsum("ni,nij->nj", r, strain[batch])
-            return _energies(api, energy_fn(params, r, cell + cell @ strain, batch, *args), cell)
+            return _energies(api, energy_fn(params, r, cells + cells @ strain, batch, *args), cells)
 
-        if not stress or cell is None:
-            dr, E = sum_grad(energies, positions, params)
-            return E, -dr, None
         (dr, deps), E = sum_grad(strained_energies, (positions, positions.new_zeros(cell.shape)), params)
         volume = torch.linalg.det(cell).abs()
         periodic = volume > 0
@@ -149,6 +151,7 @@ def force_matching(
         terms.append(force_weight * ((F - labels[1]) ** 2).sum() if F is not None else dE.new_zeros(()))
         if stress_weight:
             periodic = (torch.linalg.det(cell) != 0)[:, None, None]
+            sigma = cast(Tensor, sigma)  # stress_weight > 0: derivatives was built with stress=True
             terms.append(stress_weight * torch.where(periodic, sigma - labels[2], 0).pow(2).sum())
         return torch.stack(terms)
 

@@ -148,14 +148,15 @@ def data_parallel(
     _checks.check_choice(api, "shard", shard, choices(ShardMode))
     world = _world(api, group)
     rank = dist.get_rank(group)
-    terms = isinstance(loss, TermMeans)  # batch = (global term counts, *local batch)
+    term_means = loss if isinstance(loss, TermMeans) else None
+    terms = term_means is not None  # then batch = (global term counts, *local batch)
 
     def local_loss(params: Params, *batch: Any) -> Tensor:
         if _count(api, batch[terms:]) == 0:  # an empty shard: weight 0, no loss to evaluate
             leaves = [t for t in optree.tree_leaves(params) if isinstance(t, Tensor)]
             return sum(((t * 0).sum() for t in leaves), torch.zeros(()))
-        if terms:
-            return loss.normalised(params, *batch)  # this shard's share of the global loss
+        if term_means is not None:
+            return term_means.normalised(params, *batch)  # this shard's share of the global loss
         return loss(params, *batch)
 
     def counted(value: Tensor, grads: Params, batch: tuple[Any, ...], dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
@@ -204,8 +205,8 @@ def data_parallel(
                 f"{api}: with shard={shard!r} the step takes "
                 + ("the ShardedParams of fg.distributed.shard_params(params)" if shard == "params"
                    else "the params pytree") + f", got {type(params).__name__}.")
-        if terms:  # NOTE [term means]: every term's global count, before the step
-            batch = (_all_reduce(loss.counts(*batch).detach(), group), *batch)
+        if term_means is not None:  # NOTE [term means]: every term's global count, before the step
+            batch = (_all_reduce(term_means.counts(*batch).detach(), group), *batch)
         result = run(params, state, *batch)
         return result.params, result.state, result.value
 
