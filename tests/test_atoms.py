@@ -250,3 +250,61 @@ def test_bad_inputs_get_clear_errors(call, match):
     with pytest.raises((ValueError, TypeError), match=match) as error:
         call()
     assert str(error.value).startswith("atoms.")
+
+
+def test_neighbour_list_without_pbc_is_periodic_where_the_cell_is_nonzero():
+    b = atoms.collate(atoms_structures([3, 4], [True, False], seed=8), dtype=torch.float64)
+    with_pbc = atoms.neighbour_list(b.positions, b.cell, b.pbc, b.batch, ATOMS_CUTOFF)
+    without = atoms.neighbour_list(b.positions, b.cell, None, b.batch, ATOMS_CUTOFF)
+    for a, c in zip(with_pbc, without):
+        torch.testing.assert_close(a, c, rtol=0, atol=0)
+    # no cell at all: the structures are clusters; the number of structures comes from batch
+    i, j, shifts = atoms.neighbour_list(b.positions, None, None, b.batch, ATOMS_CUTOFF)
+    assert (shifts == 0).all() and shifts.dtype == torch.float64 and (b.batch[i] == b.batch[j]).all()
+    cluster = lambda i, j: {(int(x), int(y)) for x, y in zip(i, j) if b.batch[x] == 1}  # noqa: E731
+    assert cluster(i, j) == cluster(*with_pbc[:2]) != set()  # the cluster's edges are unchanged
+    empty = atoms.neighbour_list(torch.zeros(0, 3), None, None, torch.zeros(0, dtype=torch.int64), 1.0)
+    assert [tuple(t.shape) for t in empty] == [(0,), (0,), (0, 3)]
+    assert empty[0].dtype == torch.int64
+
+
+def test_neighbour_list_of_a_partly_periodic_slab_repeats_only_along_its_periodic_axes():
+    slab = {"positions": [[0.0, 0.0, 0.0]], "numbers": [0], "cell": 2 * torch.eye(3), "pbc": [True, True, False]}
+    b = atoms.collate([slab], dtype=torch.float64)
+    i, j, shifts = atoms.neighbour_list(b.positions, b.cell, b.pbc, b.batch, 2.5)
+    assert (shifts[:, 2] == 0).all()
+    assert {tuple(map(int, s)) for s in shifts} == {(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0)}
+
+
+def test_collate_defaults_and_partial_labels():
+    b = atoms.collate([{"positions": [[0, 0, 0]], "numbers": [1], "energy": 1.0},
+                       {"positions": [[0, 0, 0]], "numbers": [1]}])
+    assert b.positions.dtype == torch.get_default_dtype() and b.numbers.dtype == torch.int64
+    assert b.energy is None and b.forces is None and b.stress is None  # not every structure has them
+    assert (b.cell == 0).all() and not b.pbc.any()
+    # a cell with pbc=False is dropped: nothing is periodic
+    b = atoms.collate([{"positions": [[0, 0, 0]], "numbers": [1], "cell": torch.eye(3), "pbc": False}])
+    assert (b.cell == 0).all() and not b.pbc.any()
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: atoms.collate([]), ValueError, r"^atoms\.collate: got no structures"),
+    (lambda: atoms.collate([[0, 0, 0]]), TypeError, r"^atoms\.collate: structure 0 must be a mapping .*got list"),
+    (lambda: atoms.collate([{"positions": [[0, 0, 0]], "numbers": [1], "cell": torch.eye(2)}]), ValueError,
+     r"^atoms\.collate: structure 0 has a cell of shape \[2, 2\]"),
+    (lambda: atoms.neighbour_list(torch.zeros(1, 3), None, None, torch.zeros(1, dtype=torch.int64), 0), ValueError,
+     r"^atoms\.neighbour_list: cutoff must be a positive number, got 0"),
+    (lambda: atoms.energy_forces_stress(atoms_energy)(atoms_params(), torch.zeros(2, 3), torch.zeros(2, 3),
+                                                      torch.zeros(2, dtype=torch.int64)), ValueError,
+     r"^atoms\.energy_forces_stress: cell must be None or a tensor \[S, 3, 3\] of positions' dtype \(torch\.float32\)"),
+    (lambda: atoms.energy_forces_stress(atoms_energy, stress=1), TypeError, r"stress must be True or False, got 1"),
+    (lambda: atoms.force_matching(atoms_energy, stress_weight=1.0)(atoms_params(), torch.zeros(2, 3)), TypeError,
+     r"^atoms\.force_matching: expected \(params, positions, cell, batch, \*args, energy, forces, stress\): got 2"),
+    (lambda: atoms.force_matching(atoms_energy)(atoms_params(), *atoms_inputs([2], [True]), torch.zeros(1),
+                                                torch.zeros(3, 3, dtype=torch.float64)), ValueError,
+     r"the forces label must be a tensor \[2, 3\], got a float64 tensor \[3, 3\]\. The labels are the last 2 "
+     r"arguments \(energy, forces\)"),
+])
+def test_more_bad_inputs(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
