@@ -122,6 +122,17 @@ def test_force_matching_equals_the_hand_written_create_graph_loss(periodic):
     torch.testing.assert_close(grads, ref_grads, rtol=1e-10, atol=1e-12)
 
 
+def test_force_matching_defaults_are_energy_per_atom_and_forces_with_weight_one():
+    params, inputs = atoms_params(), atoms_inputs([3, 1, 5], [True, False, True], seed=4)
+    E_ref, F_ref, S_ref = _labels(inputs, 4)
+    value, grads = fg.value_and_grad(atoms.force_matching(atoms_energy))(params, *inputs, E_ref, F_ref)
+    ref_value, ref_grads = _by_hand(params, inputs, (E_ref, F_ref, S_ref), (1.0, 1.0, 0.0))
+    torch.testing.assert_close(value, ref_value, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grads, ref_grads, rtol=1e-10, atol=1e-12)
+    E, F, sigma = atoms.energy_forces_stress(atoms_energy)(params, *inputs)  # stress=False by default
+    assert sigma is None
+
+
 def test_force_matching_param_gradient_equals_finite_differences():
     inputs = atoms_inputs([2, 4], [False, True], seed=5)
     labels = _labels(inputs, 5)
@@ -298,6 +309,9 @@ def test_collate_defaults_and_partial_labels():
                                                       torch.zeros(2, dtype=torch.int64)), ValueError,
      r"^atoms\.energy_forces_stress: cell must be None or a tensor \[S, 3, 3\] of positions' dtype \(torch\.float32\)"),
     (lambda: atoms.energy_forces_stress(atoms_energy, stress=1), TypeError, r"stress must be True or False, got 1"),
+    (lambda: atoms.energy_forces_stress(None), TypeError,
+     r"^atoms\.energy_forces_stress: energy_fn must be callable, got NoneType"),
+    (lambda: atoms.force_matching(None), TypeError, r"^atoms\.force_matching: energy_fn must be callable, got NoneType"),
     (lambda: atoms.force_matching(atoms_energy, stress_weight=1.0)(atoms_params(), torch.zeros(2, 3)), TypeError,
      r"^atoms\.force_matching: expected \(params, positions, cell, batch, \*args, energy, forces, stress\): got 2"),
     (lambda: atoms.force_matching(atoms_energy)(atoms_params(), *atoms_inputs([2], [True]), torch.zeros(1),
