@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from helpers import ATOMS_CUTOFF, atoms_energy, atoms_inputs, atoms_params, atoms_structures
@@ -12,6 +14,12 @@ import functional_grads as fg
 from functional_grads import atoms
 
 EFS = atoms.energy_forces_stress(atoms_energy, stress=True)
+
+
+def _id(match: str) -> str:
+    """A test id from an error pattern, without the words the mutation run deselects by
+    (``-k "not compile and not True"``, matched case-insensitively)."""
+    return re.sub(r"(?i)true|compil", "_", re.sub(r"[^\w ]", "", match))[:30]
 
 
 @st.composite
@@ -62,7 +70,7 @@ def test_second_derivatives_of_forces_and_stress(problem):
     fg.testing.check_grads(lambda p, x: EFS(p, x, *rest), (params, r), order=2, seed=seed)
 
 
-@pytest.mark.parametrize("stress", [False, True])
+@pytest.mark.parametrize("stress", [False, True], ids=["forces", "stress"])
 def test_inside_torch_func_transforms_equals_autograd(stress):
     """Under torch.func (as under compile) the derivatives come from torch.func.grad."""
     params, inputs = atoms_params(), atoms_inputs([3, 2], [True, False], seed=1)
@@ -111,9 +119,10 @@ def _labels(inputs, seed):
     return E, F, sigma
 
 
-@pytest.mark.parametrize("periodic", [[True, False, True], [False, False, False]])
-def test_force_matching_equals_the_hand_written_create_graph_loss(periodic):
-    params, inputs = atoms_params(), atoms_inputs([3, 1, 5], periodic, seed=4)
+@pytest.mark.parametrize("sizes, periodic", [([3, 1, 5], [True, False, True]), ([3, 1, 5], [False, False, False]),
+                                             ([4], [True])], ids=["mixed", "clusters", "one-cell"])
+def test_force_matching_equals_the_hand_written_create_graph_loss(sizes, periodic):
+    params, inputs = atoms_params(), atoms_inputs(sizes, periodic, seed=4)
     labels = _labels(inputs, 4)
     loss = atoms.force_matching(atoms_energy, energy_weight=1.0, force_weight=10.0, stress_weight=3.0)
     value, grads = fg.value_and_grad(loss)(params, *inputs, *labels)
@@ -256,8 +265,8 @@ def test_collate_reads_labels_and_voigt_stress():
     (lambda: atoms.neighbour_list(torch.zeros(1, 3), torch.zeros(1, 3, 3), torch.ones(1, 3, dtype=torch.bool),
                                   torch.zeros(1, dtype=torch.int64), 1.0), "cell .* is singular"),
     (lambda: atoms.collate([{"positions": torch.zeros(2, 3), "numbers": [1]}]), "2 positions but 1 numbers"),
-])
-def test_bad_inputs_get_clear_errors(call, match):
+], ids=lambda v: "" if callable(v) else _id(v))
+def test_bad_inputs_get_clear_errors(call, match):  # ids: the mutation run deselects ids with "True"
     with pytest.raises((ValueError, TypeError), match=match) as error:
         call()
     assert str(error.value).startswith("atoms.")
@@ -318,7 +327,135 @@ def test_collate_defaults_and_partial_labels():
                                                 torch.zeros(3, 3, dtype=torch.float64)), ValueError,
      r"the forces label must be a tensor \[2, 3\], got a float64 tensor \[3, 3\]\. The labels are the last 2 "
      r"arguments \(energy, forces\)"),
-])
+], ids=lambda v: "" if callable(v) or isinstance(v, type) else _id(v))
 def test_more_bad_inputs(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def _harmonic(p, r, cell, batch):
+    """A harmonic well per atom, two structures, no cell needed."""
+    return torch.zeros(2, dtype=r.dtype).index_add(0, batch, p["k"] * (r ** 2).sum(1))
+
+
+def test_force_matching_with_the_fewest_arguments_and_no_cell():
+    p = {"k": torch.tensor(0.7, dtype=torch.float64)}
+    r = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    batch = torch.tensor([0, 0, 1])
+    E, F, _ = atoms.energy_forces_stress(_harmonic)(p, r, None, batch)
+    torch.testing.assert_close(F, -2 * 0.7 * r)
+    loss = atoms.force_matching(_harmonic)  # (params, positions, cell, batch, energy, forces): nothing in *args
+    assert repr(loss) == "<atoms.force_matching loss>"
+    value = loss(p, r, None, batch, E + torch.tensor([0.2, 0.3], dtype=torch.float64), F + 0.1)
+    torch.testing.assert_close(value, ((torch.tensor([0.1, 0.3]) ** 2).mean() + 0.01).to(value.dtype))
+    with pytest.raises(ValueError, match=r"the forces label must be a tensor \[3, 3\], got a float64 tensor \[3\]"):
+        loss(p, r, None, batch, E, F[:, 0])
+    with pytest.raises(ValueError, match=r"the energy label must be a tensor \[S\], got a float64 tensor \[2, 1\]"):
+        loss(p, r, None, batch, E[:, None], F)
+    with pytest.raises(TypeError, match=r"expected \(params, positions, cell, batch, \*args, energy, forces\): got 4 "):
+        loss(p, r, None, batch)
+    with pytest.raises(ValueError, match=r"^atoms\.force_matching: the stress label must be a tensor \[2, 3, 3\]"):
+        atoms.force_matching(_harmonic, stress_weight=1.0)(p, r, torch.zeros(2, 3, 3, dtype=torch.float64), batch, E,
+                                                           F, torch.zeros(2, 3))
+
+
+def test_energy_only_loss_checks_energy_fn_output():
+    loss = atoms.force_matching(lambda p, r, cell, batch: r.sum(1), force_weight=0.0)
+    r, cell, batch = torch.zeros(3, 3), torch.zeros(2, 3, 3), torch.tensor([0, 0, 1])
+    with pytest.raises(ValueError, match=r"^atoms\.force_matching: energy_fn must return one energy per structure, "
+                                         r"\[S\] = \[2\], got shape \[3\]"):
+        loss(None, r, cell, batch, torch.zeros(2), torch.zeros(3, 3))
+    efs = atoms.energy_forces_stress(lambda p, r, cell, batch: [r.sum()], stress=True)
+    with pytest.raises(TypeError, match=r"^atoms\.energy_forces_stress: energy_fn must return a tensor, got list"):
+        efs(None, r, cell, batch)
+    efs = atoms.energy_forces_stress(lambda p, r, cell, batch: r.sum(1), stress=True)
+    with pytest.raises(ValueError, match=r"^atoms\.energy_forces_stress: energy_fn must return one energy per "
+                                         r"structure, \[S\] = \[2\], got shape \[3\]\. Sum atomic energies"):
+        efs(None, r, cell, batch)
+    with pytest.raises(ValueError, match=r"energy per structure, \[S\], got shape \[\]"):
+        atoms.energy_forces_stress(lambda p, r, cell, batch: r.sum())(None, r, None, batch)
+
+
+def test_stress_is_symmetric_for_a_model_that_is_not_rotation_invariant():
+    """The strain is symmetrised, so the stress is the derivative along symmetric strains even
+    where dE/d(strain) itself is not symmetric; small cells (volume < 1) and the unit cube too."""
+    a, b = torch.tensor([1.0, 0.2, 0.0], dtype=torch.float64), torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+
+    def skewed(p, r, cell, batch):
+        return torch.zeros(len(cell), dtype=r.dtype).index_add(0, batch, p * (r @ a) * (r @ b))
+
+    g = torch.Generator().manual_seed(1)
+    cells = torch.stack([0.8 * torch.eye(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64)])
+    r = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    batch = torch.tensor([0, 0, 1, 1])
+    p = torch.tensor(1.3, dtype=torch.float64)
+    _, _, sigma = atoms.energy_forces_stress(skewed, stress=True)(p, r, cells, batch)
+    torch.testing.assert_close(sigma, sigma.transpose(1, 2))
+    h = 1e-6
+    for i, j in [(0, 1), (1, 2), (0, 0)]:
+        M = torch.zeros(2, 3, 3, dtype=torch.float64)
+        M[:, i, j] += 0.5
+        M[:, j, i] += 0.5
+        energy = lambda t: skewed(p, *_strained((r, cells, batch), t, M))  # noqa: E731
+        fd = (energy(h) - energy(-h)) / (2 * h) / torch.tensor([0.8 ** 3, 1.0], dtype=torch.float64)
+        torch.testing.assert_close(sigma[:, i, j], fd, rtol=1e-7, atol=1e-9)
+    # the stress term masks by det(cell) != 0 only: the unit cube counts
+    loss = atoms.force_matching(skewed, force_weight=0.0, stress_weight=1.0, energy="per_structure")
+    E = skewed(p, r, cells, batch)
+    value = loss(p, r, cells, batch, E, torch.zeros(4, 3, dtype=torch.float64), torch.zeros(2, 3, 3, dtype=torch.float64))
+    torch.testing.assert_close(value, sigma.pow(2).sum() / 18)
+
+
+def test_neighbour_list_edges_at_the_cutoff_and_edge_vectors_without_shifts():
+    r = torch.tensor([[0.0, 0, 0], [1.5, 0, 0], [0, 1.4, 0]])
+    i, j, _ = atoms.neighbour_list(r, None, None, torch.zeros(3, dtype=torch.int64), 1.5)
+    assert sorted(zip(i.tolist(), j.tolist())) == [(0, 2), (2, 0)]  # exactly at the cutoff: not a neighbour
+    cell, batch = torch.eye(3)[None] * 4, torch.zeros(3, dtype=torch.int64)
+    torch.testing.assert_close(atoms.edge_vectors(r, cell, batch, i, j, None), r[j] - r[i])
+    shifts = torch.tensor([[1, 0, 0], [0, -1, 0]])  # integer shifts are cast to positions' dtype
+    torch.testing.assert_close(atoms.edge_vectors(r, cell, batch, i, j, shifts),
+                               r[j] - r[i] + torch.tensor([[4.0, 0, 0], [0, -4.0, 0]]))
+
+
+def test_neighbour_list_of_unwrapped_atoms_and_small_cells_equals_brute_force():
+    """Atoms outside their cell (unwrapped) and cells smaller than the cutoff need more images."""
+    cell = torch.tensor([[2.0, 0, 0], [0.3, 1.8, 0], [0, 0.2, 2.2]], dtype=torch.float64)
+    r = torch.tensor([[0.1, 0.2, 0.3], [1.0, 0.5, 0.4]], dtype=torch.float64)
+    unwrapped = r + torch.tensor([[2.0], [-1.0]], dtype=torch.float64) * cell[0]  # far outside the cell
+    tiny = 0.9 * torch.eye(3, dtype=torch.float64)
+    b = atoms.collate([{"positions": unwrapped, "numbers": [0, 0], "cell": cell},
+                       {"positions": [[0.2, 0.1, 0.0]], "numbers": [0], "cell": tiny}], dtype=torch.float64)
+    i, j, shifts = atoms.neighbour_list(b.positions, b.cell, b.pbc, b.batch, 2.5)
+    got = {(int(x), int(y), *map(int, s)) for x, y, s in zip(i, j, shifts)}
+    grid = torch.cartesian_prod(*[torch.arange(-8, 9)] * 3).to(torch.float64)
+    want = set()
+    for x in range(3):
+        for y in range(3):
+            if b.batch[x] == b.batch[y]:
+                d = (b.positions[y] - b.positions[x] + grid @ b.cell[b.batch[x]]).norm(dim=1)
+                want |= {(x, y, *map(int, s)) for s in grid[(d < 2.5) & ~((x == y) & (grid == 0).all(1))]}
+    assert got == want
+
+
+def test_collate_reads_ase_stress_and_casts_numbers_and_pbc():
+    np = pytest.importorskip("numpy")
+    b = atoms.collate([{"positions": np.zeros((1, 3)), "numbers": np.array([8], dtype=np.int32),
+                        "cell": np.eye(3), "pbc": [1, 1, 0]}])
+    assert b.numbers.dtype == torch.int64 and b.pbc.dtype == torch.bool and b.pbc.tolist() == [[True, True, False]]
+    with pytest.raises(TypeError, match=r"^atoms\.collate: structure 0 must be a mapping with 'positions' and "
+                                        r"'numbers' \(or an ase\.Atoms\), got dict"):
+        atoms.collate([{"positions": [[0, 0, 0]]}])
+    ase_build = pytest.importorskip("ase.build")
+    from ase.calculators.emt import EMT
+
+    s = ase_build.bulk("Cu", "fcc", a=3.6) * (2, 1, 1)
+    s.rattle(0.05, seed=0)
+    s.calc = EMT()
+    s.get_stress()
+    s.get_forces()
+    b = atoms.collate([s], dtype=torch.float64)
+    torch.testing.assert_close(b.stress[0], torch.as_tensor(s.get_stress(voigt=False)))
+    torch.testing.assert_close(b.forces, torch.as_tensor(s.get_forces()))
+    assert b.energy.item() == s.get_potential_energy()
+    unlabelled = ase_build.bulk("Cu", "fcc", a=3.6)
+    assert atoms.collate([unlabelled]).energy is None  # no calculator: no labels

@@ -110,14 +110,15 @@ def neighbour_list(positions: Tensor, cell: Tensor | None, pbc: Tensor | None, b
     if not (isinstance(cutoff, (int, float)) and cutoff > 0):
         raise ValueError(f"{api}: cutoff must be a positive number, got {cutoff!r}.")
     positions, batch = positions.detach(), batch.detach()
-    S = cell.shape[0] if cell is not None else int(batch.max()) + 1 if len(batch) else 0
     out: list[tuple[Tensor, Tensor, Tensor]] = []
-    for s in range(S):
+    for s in batch.unique().tolist():
         atoms = (batch == s).nonzero().squeeze(1)
         r = positions[atoms]
-        periodic = _periodic(cell, pbc, s)
-        images = _images(api, r, cell[s].detach() if cell is not None else None, periodic, cutoff, s)
-        offsets = images @ cell[s].detach() if cell is not None and periodic.any() else torch.zeros_like(images)
+        images = offsets = r.new_zeros(1, 3)  # a cluster: image 0 only
+        if cell is not None:
+            periodic = cell[s].ne(0).any(dim=1) if pbc is None else pbc[s].bool()
+            images = _images(api, r, cell[s].detach(), periodic, cutoff, s)
+            offsets = images @ cell[s].detach()
         d = (r[None, :, None, :] - r[:, None, None, :] + offsets[None, None]).norm(dim=-1)  # [n, n, images]
         keep = d < cutoff
         home = (images == 0).all(dim=1)
@@ -143,20 +144,13 @@ def edge_vectors(positions: Tensor, cell: Tensor | None, batch: Tensor, i: Tenso
     vectors = positions[j] - positions[i]
     if cell is None or shifts is None:
         return vectors
-    return vectors + torch.einsum("ek,ekl->el", shifts.to(vectors.dtype), cell[batch[i]])
+    return vectors + torch.einsum("ek,ekl->el", shifts.to(vectors.dtype), cell[batch[i]])  # pragma: no mutate
 
 
-def _periodic(cell: Tensor | None, pbc: Tensor | None, s: int) -> Tensor:
-    if cell is None:
-        return torch.zeros(3, dtype=torch.bool)
-    if pbc is None:
-        return cell[s].detach().ne(0).any(dim=1)
-    return pbc[s].to(torch.bool)
-
-
-def _images(api: str, r: Tensor, cell: Tensor | None, periodic: Tensor, cutoff: float, s: int) -> Tensor:
-    """The integer lattice offsets ``[images, 3]`` that can hold a neighbour within ``cutoff``."""
-    if cell is None or not periodic.any():
+def _images(api: str, r: Tensor, cell: Tensor, periodic: Tensor, cutoff: float, s: int) -> Tensor:
+    """The integer lattice offsets ``[images, 3]`` that can hold a neighbour within ``cutoff``
+    of atoms ``r [n, 3]`` (unwrapped positions included: their spread widens the reach)."""
+    if not periodic.any():
         return r.new_zeros(1, 3)
     if torch.linalg.matrix_rank(cell) < 3:
         raise ValueError(f"{api}: structure {s} is periodic (pbc {periodic.tolist()}) but its cell "
@@ -164,7 +158,7 @@ def _images(api: str, r: Tensor, cell: Tensor | None, periodic: Tensor, cutoff: 
     inverse = torch.linalg.inv(cell)  # columns: reciprocal vectors
     heights = 1 / inverse.norm(dim=0)  # distance between opposite faces of the cell
     fractional = r @ inverse
-    spread = (fractional.amax(0) - fractional.amin(0)) if len(r) else torch.zeros(3, dtype=r.dtype)
+    spread = fractional.amax(0) - fractional.amin(0)  # r is never empty: s is some atom's structure
     reach = [math.ceil(cutoff / float(h) + float(w)) if p else 0 for h, w, p in zip(heights, spread, periodic)]
     grid = itertools.product(*(range(-n, n + 1) for n in reach))
     return torch.tensor(list(grid), dtype=r.dtype)
@@ -174,7 +168,7 @@ def _read(api: str, k: int, s: Any, dtype: torch.dtype) -> dict[str, Any]:
     """One structure as tensors: positions, numbers, cell (zero when nothing is periodic),
     pbc, and its labels or None."""
     if hasattr(s, "get_positions"):  # an ase.Atoms
-        results = getattr(getattr(s, "calc", None), "results", None) or {}
+        results = s.calc.results if s.calc is not None else {}
         s = {"positions": s.get_positions(), "numbers": s.get_atomic_numbers(), "cell": s.cell[:],
              "pbc": s.pbc, **{key: results.get(key) for key in ("energy", "forces", "stress")}}
     if not isinstance(s, Mapping) or "positions" not in s or "numbers" not in s:

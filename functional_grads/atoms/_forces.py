@@ -65,13 +65,13 @@ def energy_forces_stress(energy_fn: EnergyFn, /, *, stress: bool = False) -> Cal
         def strained_energies(x: tuple[Tensor, Tensor]) -> Tensor:
             r, eps = x
             strain = (eps + eps.transpose(1, 2)) / 2  # symmetric: no rotation
-            r = r + torch.einsum("ni,nij->nj", r, strain[batch])
+            r = r + torch.einsum("ni,nij->nj", r, strain[batch])  # pragma: no mutate (einsum is case-blind)
             return _energies(api, energy_fn(params, r, cells + cells @ strain, batch, *args), cells)
 
         (dr, deps), E = sum_grad(strained_energies, (positions, positions.new_zeros(cell.shape)), params)
         volume = torch.linalg.det(cell).abs()
         periodic = volume > 0
-        per_volume = torch.where(periodic, 1 / torch.where(periodic, volume, 1), 0)
+        per_volume = torch.where(periodic, 1 / torch.where(periodic, volume, 1), 0)  # pragma: no mutate (masked)
         return E, -dr, deps * per_volume[:, None, None]
 
     return fn
@@ -151,7 +151,7 @@ def force_matching(
         terms.append(force_weight * ((F - labels[1]) ** 2).sum() if F is not None else dE.new_zeros(()))
         if stress_weight:
             periodic = (torch.linalg.det(cell) != 0)[:, None, None]
-            sigma = cast(Tensor, sigma)  # stress_weight > 0: derivatives was built with stress=True
+            sigma = cast(Tensor, sigma)  # pragma: no mutate (typing only: stress_weight > 0 built it with stress)
             terms.append(stress_weight * torch.where(periodic, sigma - labels[2], 0).pow(2).sum())
         return torch.stack(terms)
 
@@ -160,7 +160,8 @@ def force_matching(
         n = [float(labels[0].shape[0]), 3.0 * positions.shape[0]]
         out = positions.new_tensor(n)
         if stress_weight:
-            out = torch.cat([out, 9 * (torch.linalg.det(cell) != 0).sum(0, keepdim=True).to(out.dtype)])
+            n_periodic = (torch.linalg.det(cell) != 0).sum(0, keepdim=True)  # pragma: no mutate ([S] -> [1])
+            out = torch.cat([out, 9 * n_periodic.to(out.dtype)])  # pragma: no mutate (cat promotes the dtype)
         return out
 
     return TermMeans(sums, counts, api)
