@@ -242,28 +242,41 @@ def test_collate_reads_labels_and_voigt_stress():
                         "forces": torch.zeros(2, 3), "stress": torch.zeros(3, 3)}], dtype=torch.float64)
     assert b.stress[0].tolist() == [[1.0, 6.0, 5.0], [6.0, 2.0, 4.0], [5.0, 4.0, 3.0]]
     assert b.energy.tolist() == [1.5, 2.0] and b.forces.shape == (3, 3) and b.batch.tolist() == [0, 1, 1]
+    assert {t.dtype for t in (b.positions, b.cell, b.energy, b.forces, b.stress)} == {torch.float64}
+    assert b.batch.dtype == torch.int64
     assert (b.cell[1] == 0).all() and not b.pbc[1].any() and b.pbc[0].all()
 
 
 @pytest.mark.parametrize("call, match", [
     (lambda: atoms.energy_forces_stress(atoms_energy, stress=True)(atoms_params(), torch.zeros(2, 3), None,
                                                                    torch.zeros(2, dtype=torch.int64)),
-     "stress=True needs a cell"),
+     r"stress=True needs a cell per structure \[S, 3, 3\], got cell=None\. Pass the cells \(atoms\.collate gives "
+     r"non-periodic structures a zero cell; their stress is 0\)\.$"),
     (lambda: atoms.energy_forces_stress(atoms_energy)(atoms_params(), torch.zeros(2, 2), None,
                                                       torch.zeros(2, dtype=torch.int64)),
      r"positions must be a floating tensor \[N, 3\], got a float32 tensor \[2, 2\]"),
     (lambda: atoms.energy_forces_stress(atoms_energy)(atoms_params(), torch.zeros(2, 3), None, torch.zeros(2)),
-     r"batch must be an int64 tensor \[N\] = \[2\]"),
+     r"batch must be an int64 tensor \[N\] = \[2\] giving each atom's structure, got a float32 tensor \[2\]\.$"),
     (lambda: atoms.energy_forces_stress(lambda p, r, c, b: r.sum(1))(None, torch.zeros(2, 3), torch.zeros(1, 3, 3),
                                                                      torch.zeros(2, dtype=torch.int64)),
      r"energy_fn must return one energy per structure, \[S\] = \[1\], got shape \[2\]"),
     (lambda: atoms.force_matching(atoms_energy, force_weight=-1.0), "force_weight must be"),
+    (lambda: atoms.force_matching(atoms_energy, energy_weight=-1.0), "energy_weight must be a non-negative"),
+    (lambda: atoms.force_matching(atoms_energy, stress_weight=-1.0), "stress_weight must be a non-negative"),
+    (lambda: atoms.energy_forces_stress(atoms_energy)(atoms_params(), torch.zeros(2, 3, dtype=torch.float64),
+                                                      torch.zeros(1, 3, 3), torch.zeros(2, dtype=torch.int64)),
+     r"cell must be None or a tensor \[S, 3, 3\] of positions' dtype \(torch\.float64\), got a float32 tensor "
+     r"\[1, 3, 3\]\.$"),
     (lambda: atoms.force_matching(atoms_energy, energy="atom"), "energy must be one of"),
     (lambda: atoms.force_matching(atoms_energy)(atoms_params(), *atoms_inputs([2], [False]), torch.zeros(2),
                                                 torch.zeros(2, 3)),
      r"the energy label must be a tensor \[1\], got a float32 tensor \[2\]"),
     (lambda: atoms.neighbour_list(torch.zeros(1, 3), torch.zeros(1, 3, 3), torch.ones(1, 3, dtype=torch.bool),
                                   torch.zeros(1, dtype=torch.int64), 1.0), "cell .* is singular"),
+    (lambda: atoms.neighbour_list(torch.zeros(2, 3), torch.stack([torch.eye(3), torch.zeros(3, 3)]),
+                                  torch.ones(2, 3, dtype=torch.bool), torch.tensor([0, 1]), 1.0),
+     r"structure 1 is periodic \(pbc \[.*\]\) but its cell .* is singular; give three independent lattice vectors\."),
+    (lambda: atoms.collate([{"numbers": [1]}]), r"structure 0 must be a mapping with 'positions' and 'numbers'"),
     (lambda: atoms.collate([{"positions": torch.zeros(2, 3), "numbers": [1]}]), "2 positions but 1 numbers"),
 ], ids=lambda v: "" if callable(v) else _id(v))
 def test_bad_inputs_get_clear_errors(call, match):  # ids: the mutation run deselects ids with "True"
@@ -311,7 +324,7 @@ def test_collate_defaults_and_partial_labels():
     (lambda: atoms.collate([]), ValueError, r"^atoms\.collate: got no structures"),
     (lambda: atoms.collate([[0, 0, 0]]), TypeError, r"^atoms\.collate: structure 0 must be a mapping .*got list"),
     (lambda: atoms.collate([{"positions": [[0, 0, 0]], "numbers": [1], "cell": torch.eye(2)}]), ValueError,
-     r"^atoms\.collate: structure 0 has a cell of shape \[2, 2\]"),
+     r"^atoms\.collate: structure 0 has a cell of shape \[2, 2\]; give \[3, 3\] \(rows are the lattice vectors\)\.$"),
     (lambda: atoms.neighbour_list(torch.zeros(1, 3), None, None, torch.zeros(1, dtype=torch.int64), 0), ValueError,
      r"^atoms\.neighbour_list: cutoff must be a positive number, got 0"),
     (lambda: atoms.energy_forces_stress(atoms_energy)(atoms_params(), torch.zeros(2, 3), torch.zeros(2, 3),
@@ -326,7 +339,7 @@ def test_collate_defaults_and_partial_labels():
     (lambda: atoms.force_matching(atoms_energy)(atoms_params(), *atoms_inputs([2], [True]), torch.zeros(1),
                                                 torch.zeros(3, 3, dtype=torch.float64)), ValueError,
      r"the forces label must be a tensor \[2, 3\], got a float64 tensor \[3, 3\]\. The labels are the last 2 "
-     r"arguments \(energy, forces\)"),
+     r"arguments \(energy, forces\); stress is one of them only when stress_weight > 0\.$"),
 ], ids=lambda v: "" if callable(v) or isinstance(v, type) else _id(v))
 def test_more_bad_inputs(call, error, match):
     with pytest.raises(error, match=match):
@@ -370,7 +383,9 @@ def test_energy_only_loss_checks_energy_fn_output():
         efs(None, r, cell, batch)
     efs = atoms.energy_forces_stress(lambda p, r, cell, batch: r.sum(1), stress=True)
     with pytest.raises(ValueError, match=r"^atoms\.energy_forces_stress: energy_fn must return one energy per "
-                                         r"structure, \[S\] = \[2\], got shape \[3\]\. Sum atomic energies"):
+                                         r"structure, \[S\] = \[2\], got shape \[3\]\. Sum atomic energies per "
+                                         r"structure, e\.g\. torch\.zeros\(cell\.shape\[0\]\)\.index_add\(0, batch, "
+                                         r"atomic_energies\)\.$"):
         efs(None, r, cell, batch)
     with pytest.raises(ValueError, match=r"energy per structure, \[S\], got shape \[\]"):
         atoms.energy_forces_stress(lambda p, r, cell, batch: r.sum())(None, r, None, batch)
@@ -421,13 +436,13 @@ def test_neighbour_list_of_unwrapped_atoms_and_small_cells_equals_brute_force():
     """Atoms outside their cell (unwrapped) and cells smaller than the cutoff need more images."""
     cell = torch.tensor([[2.0, 0, 0], [0.3, 1.8, 0], [0, 0.2, 2.2]], dtype=torch.float64)
     r = torch.tensor([[0.1, 0.2, 0.3], [1.0, 0.5, 0.4]], dtype=torch.float64)
-    unwrapped = r + torch.tensor([[2.0], [-1.0]], dtype=torch.float64) * cell[0]  # far outside the cell
-    tiny = 0.9 * torch.eye(3, dtype=torch.float64)
+    unwrapped = r + torch.tensor([[5.0], [-4.0]], dtype=torch.float64) * cell[0]  # far outside the cell
+    tiny = torch.tensor([[0.5, 0, 0], [0.4, 0.5, 0], [0, 0, 0.6]], dtype=torch.float64)  # skewed, far below the cutoff
     b = atoms.collate([{"positions": unwrapped, "numbers": [0, 0], "cell": cell},
                        {"positions": [[0.2, 0.1, 0.0]], "numbers": [0], "cell": tiny}], dtype=torch.float64)
     i, j, shifts = atoms.neighbour_list(b.positions, b.cell, b.pbc, b.batch, 2.5)
     got = {(int(x), int(y), *map(int, s)) for x, y, s in zip(i, j, shifts)}
-    grid = torch.cartesian_prod(*[torch.arange(-8, 9)] * 3).to(torch.float64)
+    grid = torch.cartesian_prod(*[torch.arange(-12, 13)] * 3).to(torch.float64)
     want = set()
     for x in range(3):
         for y in range(3):

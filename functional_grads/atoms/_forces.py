@@ -191,13 +191,13 @@ def _check_structures(api: str, positions: Any, cell: Any, batch: Any, stress: b
 
 def _check_labels(api: str, positions: Tensor, cell: Tensor | None, labels: tuple[Tensor, ...]) -> None:
     first = labels[0]
-    S = cell.shape[0] if cell is not None else first.shape[0] if isinstance(first, Tensor) and first.ndim == 1 else -1
+    S = cell.shape[0] if cell is not None else first.shape[0] if isinstance(first, Tensor) and first.ndim == 1 else None
     want = {"energy": (S,), "forces": (positions.shape[0], 3), "stress": (S, 3, 3)}
     for (name, shape), got in zip(want.items(), labels):
         if not isinstance(got, Tensor) or got.shape != shape:
             names = ", ".join(list(want)[:len(labels)])
             raise ValueError(f"{api}: the {name} label must be a tensor "
-                             f"{_checks.fmt(shape) if S >= 0 else '[S]'}, got {_checks.describe(got)}. "
+                             f"{'[S]' if S is None else _checks.fmt(shape)}, got {_checks.describe(got)}. "
                              f"The labels are the last {len(labels)} arguments ({names}); stress is "
                              "one of them only when stress_weight > 0.")
 
