@@ -84,3 +84,48 @@ def test_bad_arguments():
         fg.optim.adam(-1.0)
     with pytest.raises(ValueError, match=r"apply_grads: grads does not match the module's trainable parameters \(missing: \['0.bias'"):
         fg.apply_grads(model, {"0.weight": params["0.weight"]})
+
+
+def test_lbfgs_defaults_and_state():
+    from functional_grads import optim as fg_optim
+
+    state = fg_optim.lbfgs().init(torch.zeros(2, 3, dtype=torch.float64))
+    assert state.s.shape == state.y.shape == (10, 2, 3)  # history=10 by default
+    assert state.step.dtype == torch.int64 and state.step.item() == 0
+    assert fg_optim.lbfgs(history=4).init(torch.zeros(5, 2, 2)).s.shape == (4, 5, 4)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: fg.optim.lbfgs(lr=0.0), ValueError, r"^lbfgs: lr must be a positive number \(finite\), got 0\.0\.$"),
+    (lambda: fg.optim.lbfgs(history=0), ValueError, r"^lbfgs: history must be a positive int, got 0\.$"),
+    (lambda: fg.optim.lbfgs(max_backtracks=0), ValueError, r"^lbfgs: max_backtracks must be a positive int, got 0\.$"),
+    (lambda: fg.optim.lbfgs(max_backtracks=2.0), ValueError,
+     r"^lbfgs: max_backtracks must be a positive int, got 2\.0\.$"),
+    (lambda: fg.optim.lbfgs().init(torch.tensor(1.0)), TypeError,
+     r"^lbfgs: optimises one batched tensor \[B, \.\.\.\] of independent problems\.$"),
+    (lambda: fg.optim.lbfgs().init([1.0]), TypeError, r"^lbfgs: optimises one batched tensor"),
+    (lambda: fg.optim.lbfgs().update(torch.zeros(2, 1), fg.optim.lbfgs().init(torch.zeros(2, 1)), torch.zeros(2, 1),
+                                     value=torch.zeros(2)), TypeError,
+     r"^lbfgs: call update\(grads, state, x, value=objective\(x\), value_fn=objective\)\.$"),
+    (lambda: fg.optim.lbfgs().update(torch.zeros(2, 1), fg.optim.lbfgs().init(torch.zeros(2, 1)), torch.zeros(2, 1),
+                                     value_fn=lambda x: x.sum(1)), TypeError, r"^lbfgs: call update"),
+    (lambda: fg.optim.lbfgs().update(torch.zeros(2, 1), fg.optim.lbfgs().init(torch.zeros(2, 1)), None,
+                                     value=torch.zeros(2), value_fn=lambda x: x.sum(1)), TypeError, r"^lbfgs: call update"),
+])
+def test_lbfgs_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_lbfgs_first_step_is_a_short_steepest_descent_step_accepted_by_armijo():
+    """Step 0: direction -g, length lr / |g|_1 (at most lr), accepted at once when it satisfies
+    the Armijo condition f(x + a d) <= f(x) + 1e-4 a g.d; a sample at a stationary point stays."""
+    fn = lambda x: ((x - torch.tensor([1.0, -2.0], dtype=x.dtype)) ** 2).sum(1)  # noqa: E731
+    x = torch.tensor([[0.0, 0.0], [1.0, -2.0]], dtype=torch.float64)  # sample 1 is at the minimum
+    g = 2 * (x - torch.tensor([1.0, -2.0], dtype=torch.float64))
+    opt = fg.optim.lbfgs(lr=0.5)
+    updates, state = opt.update(g, opt.init(x), x, value=fn(x), value_fn=fn)
+    alpha = 0.5 * min(1.0, 1 / g[0].abs().sum().item())
+    torch.testing.assert_close(updates[0], -alpha * g[0])
+    torch.testing.assert_close(updates[1], torch.zeros(2, dtype=torch.float64))
+    assert state.step.item() == 1
