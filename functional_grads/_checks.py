@@ -18,7 +18,7 @@ from ._typing import Norm, Randomness, choices
 
 
 
-def fmt(shape: Sequence[int]) -> str:
+def fmt(shape: Sequence[int | None]) -> str:
     return "[" + ", ".join(str(s) for s in shape) + "]"
 
 
