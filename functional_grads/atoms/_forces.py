@@ -150,7 +150,7 @@ def force_matching(
         terms = [energy_weight * (dE ** 2).sum()]
         terms.append(force_weight * ((F - labels[1]) ** 2).sum() if F is not None else dE.new_zeros(()))
         if stress_weight:
-            periodic = (torch.linalg.det(cell) != 0)[:, None, None]
+            periodic = _periodic(cell)[:, None, None]
             sigma = cast(Tensor, sigma)  # pragma: no mutate (typing only: stress_weight > 0 built it with stress)
             terms.append(stress_weight * torch.where(periodic, sigma - labels[2], 0).pow(2).sum())
         return torch.stack(terms)
@@ -160,11 +160,16 @@ def force_matching(
         n = [float(labels[0].shape[0]), 3.0 * positions.shape[0]]
         out = positions.new_tensor(n)
         if stress_weight:
-            n_periodic = (torch.linalg.det(cell) != 0).sum(0, keepdim=True)  # pragma: no mutate ([S] -> [1])
+            n_periodic = _periodic(cell).sum(0, keepdim=True)  # pragma: no mutate ([S] -> [1])
             out = torch.cat([out, 9 * n_periodic.to(out.dtype)])  # pragma: no mutate (cat promotes the dtype)
         return out
 
     return TermMeans(sums, counts, api)
+
+
+def _periodic(cell: Tensor) -> Tensor:
+    """``[S]`` bool: the structures with a cell (a zero cell marks a non-periodic one)."""
+    return torch.linalg.det(cell) != 0
 
 
 def _atoms_per_structure(batch: Tensor, like: Tensor) -> Tensor:
