@@ -24,7 +24,7 @@ class TermMeans:
       sums: ``sums(params, *batch) -> [K]``, each term's weighted sum over its items.
       counts: ``counts(*batch) -> [K]``, each term's number of items (floating point);
         they must not depend on the params.
-      name: the loss's name in error messages and ``repr``.
+      name: the loss's name, for ``repr``.
 
     A term with no items (count 0) contributes 0.
     """

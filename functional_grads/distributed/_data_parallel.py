@@ -172,17 +172,19 @@ def data_parallel(
         leaves, spec = optree.tree_flatten(grads)
         dtype = _sharding.common_dtype(leaves)
         weight, count, bad = counted(value, grads, batch, dtype)
-        head = [(value.to(dtype) * weight).reshape(1), weight.reshape(1), count.reshape(1), bad]
+        head = [(value.to(dtype) * weight).reshape(1), count.reshape(1), bad]
+        # The global sample count scales a mean loss; a term-means loss's shares add up to it.
+        # An empty global batch (count 0) is reported by check_reduced.
         if shard is None:
             total = _all_reduce(torch.cat([_flat(leaves, dtype) * weight, *head]), group)
-            n = len(total) - world - 3
-            scale = 1 if terms else total[n + 1].clamp_min(1)  # terms: the shares add up to the loss
+            n = len(total) - world - 2
+            scale = 1 if terms else total[n + 1].clamp_min(1)
             return ((total[n] / scale).to(value.dtype),
-                    optree.tree_unflatten(spec, _unflat(total[:n] / scale, leaves)), total[n + 2:])
+                    optree.tree_unflatten(spec, _unflat(total[:n] / scale, leaves)), total[n + 1:])
         info = _all_reduce(torch.cat(head), group)
-        scale = 1 if terms else info[1].clamp_min(1)  # an empty global batch is reported by check_reduced
+        scale = 1 if terms else info[1].clamp_min(1)
         mine = _sharding.reduce_scatter(_sharding.flatten(grads, world) * weight, group) / scale
-        return (info[0] / scale).to(value.dtype), {"flat": mine}, info[2:]
+        return (info[0] / scale).to(value.dtype), {"flat": mine}, info[1:]
 
     def check_reduced(info: Tensor) -> None:
         n_total, *flags = info.tolist()
