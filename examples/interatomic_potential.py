@@ -44,7 +44,7 @@ class Potential(nn.Module):
         d = atoms.edge_vectors(positions, cell, batch, i, j, shifts).norm(dim=1)  # [E]
         smooth = 0.5 * (torch.cos(math.pi * d / CUTOFF) + 1)  # goes to 0 at the cutoff
         basis = torch.exp(-self.width * (d[:, None] - self.centres) ** 2) * smooth[:, None]  # [E, K]
-        descriptors = torch.zeros(len(positions), basis.shape[1], dtype=basis.dtype).index_add(0, i, basis)
+        descriptors = torch.zeros(positions.shape[0], basis.shape[1], dtype=basis.dtype).index_add(0, i, basis)
         atomic = self.mlp(descriptors).squeeze(1)  # [N]
         return torch.zeros(cell.shape[0], dtype=atomic.dtype).index_add(0, batch, atomic)
 

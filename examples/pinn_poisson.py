@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     lap = fg.laplacian(f)                                                   # [B]
     interior = fg.losses.pde_residual(lambda p, X: -lap(p, X) - source(X))
     boundary = fg.losses.dirichlet(f)
-    loss = lambda p, Xi, Xb: interior(p, Xi) + 10 * boundary(p, Xb, torch.zeros(len(Xb), dtype=Xb.dtype))  # noqa: E731
+    loss = lambda p, Xi, Xb: interior(p, Xi) + 10 * boundary(p, Xb, Xb.new_zeros(Xb.shape[0]))  # noqa: E731
     schedule = lambda step: 1e-2 * 0.5 * (1 + torch.cos(math.pi * step / args.steps))  # noqa: E731
     opt = fg.optim.adam(schedule)
     step = fg.make_step(loss, opt, compile=args.compile)

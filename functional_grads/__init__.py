@@ -18,6 +18,8 @@ from ._functionalize import functionalize as functionalize
 from ._functionalize import load_params as load_params
 from ._input_grad import input_grad as input_grad
 from ._input_grad import value_and_input_grad as value_and_input_grad
+from ._saved import load_compiled as load_compiled
+from ._saved import save_compiled as save_compiled
 from ._train import apply_grads as apply_grads
 from ._train import make_step as make_step
 from ._typing import Params as Params
@@ -54,6 +56,7 @@ __all__ = [
     "jacobian_trace",
     "inverse",
     "laplacian",
+    "load_compiled",
     "load_params",
     "losses",
     "make_step",
@@ -63,6 +66,7 @@ __all__ = [
     "perturb",
     "pgd",
     "robust_accuracy",
+    "save_compiled",
     "testing",
     "value_and_grad",
     "value_and_input_grad",

@@ -13,6 +13,7 @@ import torch
 from . import _guards
 from ._checks import check_choice
 from ._context import in_transform
+from ._jit import jit
 from ._typing import CompileOption
 
 logger = logging.getLogger("functional_grads")
@@ -23,12 +24,25 @@ class CompileFallbackWarning(UserWarning):
 
 
 def maybe_compile(api: str, fn: Callable[..., Any], compile: Any, static: tuple[int, ...] = ()) -> Callable[..., Any]:
-    """``fn`` compiled per ``compile`` (False, True or ``torch.compile`` options), else as is."""
+    """``fn`` compiled per ``compile``, else as is: True (or ``{"options": inductor config}``)
+    traces it with ``make_fx`` (NOTE [traced steps]); a dict with ``torch.compile`` arguments
+    (``backend``, ``mode``, ``guards``, ...) compiles it with ``torch.compile``."""
     if not isinstance(compile, (bool, dict)):
         raise TypeError(f"{api}: compile must be a bool or a dict of torch.compile options, got {compile!r}.")
-    if not compile:
+    if not compile or _disabled():
         return fn
+    if compile is True or set(compile) == {"options"}:
+        options = {} if compile is True else dict(compile["options"])
+        return jit(fn, api=api, static=static, options=options,
+                   fallback=lambda: compile_or_eager(fn, api=api, options=compile, static=static))
     return compile_or_eager(fn, api=api, options=compile, static=static)
+
+
+def _disabled() -> bool:
+    """``TORCH_COMPILE_DISABLE=1``, torch's switch that turns compilation off (the mutation runs)."""
+    import torch._dynamo
+
+    return bool(torch._dynamo.config.disable)
 
 
 def compile_or_eager(

@@ -15,8 +15,18 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 def compiling() -> bool:
-    """True while torch.compile traces the code (dynamo or AOT tracing)."""
-    return torch.compiler.is_compiling()
+    """True while torch.compile (dynamo or AOT tracing) or our ``make_fx`` trace runs the code."""
+    return _LOCAL.tracing or torch.compiler.is_compiling()
+
+
+@contextlib.contextmanager
+def tracing() -> Iterator[None]:
+    """Mark the code inside as traced for compilation (NOTE [traced steps])."""
+    before, _LOCAL.tracing = _LOCAL.tracing, True
+    try:
+        yield
+    finally:
+        _LOCAL.tracing = before
 
 
 def in_transform() -> bool:
@@ -37,6 +47,7 @@ def plain_autograd() -> bool:
 class _Local(threading.local):
     def __init__(self) -> None:  # runs once in each thread, on its first access
         self.stack: list[tuple[str, str, int, frozenset[int]]] = []
+        self.tracing = False
 
 
 _LOCAL = _Local()

@@ -58,6 +58,27 @@ def optimizer_update(optimizer: GradientTransformation, **extra: Any) -> Update:
     return Update(lambda params: params, apply, optimizer.init)
 
 
+class Core(NamedTuple):
+    """A built step's pure core, which :func:`functional_grads.save_compiled` traces."""
+
+    api: str
+    pure: Callable[..., Any]
+    """``args -> (StepResult, flags)`` (NOTE [step core])."""
+    static: tuple[int, ...]
+    """The positions of the arguments that are not batches."""
+    check: bool
+
+
+class Saved(NamedTuple):
+    """What :func:`functional_grads.save_compiled` reads from a public step function."""
+
+    kind: str
+    """The public API: ``"value_and_grad"``, ``"grad"`` or ``"make_step"``."""
+    has_aux: bool
+    step: Callable[..., Any]
+    """The checked step from :func:`build_step`, its :class:`Core` as ``step.core``."""
+
+
 class StepResult(NamedTuple):
     """What one step returns: ``params`` and ``state`` are the updated ones (None
     without an ``update``), ``info`` what ``reduce`` reported (None without one)."""
@@ -109,7 +130,26 @@ def build_step(
         fl = (flags(value, grads) if update is None else flags(value, grads, params)) if check else None
         return StepResult(value, aux, grads, params, state, info), fl
 
-    run = maybe_compile(api, pure, compile, static)
+    step = checked(api, maybe_compile(api, pure, compile, static), update=update, trains=update is not None,
+                   check=check, static=static, check_reduced=check_reduced, hint=hint)
+    step.core = Core(api, pure, static, check)  # type: ignore[attr-defined]
+    return step
+
+
+def checked(
+    api: str,
+    run: Callable[..., tuple[StepResult, Any]],
+    *,
+    update: Update | None,
+    trains: bool,
+    check: bool,
+    static: tuple[int, ...],
+    check_reduced: Callable[[Tensor], None] | None = None,
+    hint: str = "",
+) -> Callable[..., StepResult]:
+    """``run`` (a pure step, compiled or loaded) with the checks of NOTE [step core]: refuse
+    ``check=True`` inside transforms, explain a mismatched optimizer state (given ``update``),
+    check results (the updated params too where ``trains``)."""
 
     def step(*args: Any) -> StepResult:
         if check:
@@ -124,7 +164,7 @@ def build_step(
             check_reduced(result.info)
         if check:
             check_result(api, result.value, result.grads, fl, hint=lambda: _empty_batch_hint(args, static) or hint,
-                         **({} if update is None else {"params": result.params}))
+                         **({"params": result.params} if trains else {}))
         return result
 
     return step

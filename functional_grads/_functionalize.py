@@ -232,7 +232,6 @@ class FunctionalModule:
                             "Cast them to one dtype, e.g. {k: v.double() for k, v in params.items()}.")
 
 
-    @torch._dynamo.assume_constant_result
     def _stale_flag(self) -> int:
         """The index in ``_flags`` of the first parameter whose ``requires_grad`` changed, or -1.
 
@@ -241,6 +240,10 @@ class FunctionalModule:
         ``requires_grad`` (NOTE [narrow guards]), so a change retraces and runs this again.
         """
         return next((i for i, (p, flag) in enumerate(self._flags) if p.requires_grad != flag), -1)
+
+    # What torch._dynamo.assume_constant_result sets, without importing dynamo (0.75 s) with
+    # the library: a loaded compiled step starts without it (see _saved.py).
+    _stale_flag._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def split_params(module: nn.Module) -> tuple[dict[str, nn.Parameter], dict[str, nn.Parameter]]:

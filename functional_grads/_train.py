@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ._checks import match_names, match_tensor
-from ._engine import build_step, optimizer_update
+from ._engine import Saved, build_step, optimizer_update
 from ._functionalize import split_params
 from ._typing import CompileOption, LossFn, Params, PyTree
 from .optim._transforms import GradientTransformation
@@ -49,10 +49,17 @@ def make_step(
     run = build_step(api, loss, update=optimizer_update(optimizer), compile=compile, check=check,
                      hint="Check the data and the optimizer's settings (learning rate, betas, eps).")
 
+    return around_step(run)
+
+
+def around_step(run: Callable[..., Any], has_aux: bool = False) -> Callable[..., tuple[Params, PyTree, torch.Tensor]]:
+    """The public ``make_step`` function around a step core (built or loaded)."""
+
     def step(params: Params, state: PyTree, *batch: Any) -> tuple[Params, PyTree, torch.Tensor]:
         result = run(params, state, *batch)
         return result.params, result.state, result.value
 
+    step.saved = Saved("make_step", has_aux, run)  # type: ignore[attr-defined]
     return step
 
 

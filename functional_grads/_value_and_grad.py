@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Literal, overload
 
-from ._engine import build_step
+from ._engine import Saved, build_step
 from ._typing import CompileOption, LossFn
 
 
@@ -53,11 +53,17 @@ def value_and_grad(
       (tensor(4.), {'w': tensor([4., 4.])})
     """
     step = build_step("value_and_grad", loss, argnums=argnums, has_aux=has_aux, compile=compile, check=check)
+    return around_step(step, has_aux=has_aux)
+
+
+def around_step(step: Callable[..., Any], *, has_aux: bool) -> Callable[..., Any]:
+    """The public ``value_and_grad`` function around a step core (built or loaded)."""
 
     def value_and_grad_fn(*args: Any) -> Any:
         result = step(*args)
         return ((result.value, result.aux) if has_aux else result.value), result.grads
 
+    value_and_grad_fn.saved = Saved("value_and_grad", has_aux, step)  # type: ignore[attr-defined]
     return value_and_grad_fn
 
 
@@ -87,9 +93,15 @@ def grad(
       {'w': tensor([1., 2.])}
     """
     vg = value_and_grad(loss, argnums=argnums, has_aux=has_aux, compile=compile, check=check)  # type: ignore[call-overload]
+    return around_value_and_grad(vg, has_aux=has_aux)
+
+
+def around_value_and_grad(vg: Callable[..., Any], *, has_aux: bool) -> Callable[..., Any]:
+    """The public ``grad`` function around a ``value_and_grad`` function."""
 
     def grad_fn(*args: Any) -> Any:
         out, grads = vg(*args)
         return (grads, out[1]) if has_aux else grads
 
+    grad_fn.saved = Saved("grad", has_aux, vg.saved.step)  # type: ignore[attr-defined]
     return grad_fn

@@ -61,7 +61,7 @@ def atoms_energy(p, r, cell, batch, numbers, i, j, shifts):
     d = fg.atoms.edge_vectors(r, cell, batch, i, j, shifts).norm(dim=1)
     fc = 0.5 * (torch.cos(torch.pi * d / ATOMS_CUTOFF) + 1)
     basis = torch.exp(-p["gamma"] * (d[:, None] - _MU.to(r.dtype)) ** 2) * fc[:, None]  # [E, K]
-    desc = torch.zeros(len(r), len(_MU), dtype=r.dtype).index_add(0, i, basis)  # [N, K]
+    desc = torch.zeros(r.shape[0], len(_MU), dtype=r.dtype).index_add(0, i, basis)  # [N, K] (shape[0], not len(r): NOTE [traced steps])
     atomic = torch.tanh(desc @ p["w1"] + p["b1"] + p["embed"][numbers]) @ p["w2"]  # [N]
     return torch.zeros(cell.shape[0], dtype=r.dtype).index_add(0, batch, atomic)
 
@@ -99,3 +99,10 @@ def atoms_batch(structures, dtype=torch.float64):
     b = fg.atoms.collate(structures, dtype=dtype)
     i, j, shifts = fg.atoms.neighbour_list(b.positions, b.cell, b.pbc, b.batch, ATOMS_CUTOFF)
     return b.positions, b.cell, b.batch, b.numbers, i, j, shifts
+
+
+def compiled_graphs() -> int:
+    """Graphs compiled so far in this process: traced (``compile=True``) and by torch.compile."""
+    from functional_grads import _jit
+
+    return _jit.graph_count() + torch._dynamo.utils.counters["stats"]["unique_graphs"]

@@ -157,8 +157,9 @@ def force_matching(
 
     def counts(*batch: Any) -> Tensor:
         (positions, cell, *_), labels = split(batch)
-        n = [float(labels[0].shape[0]), 3.0 * positions.shape[0]]
-        out = positions.new_tensor(n)
+        # Sizes times a tensor, not float(size): a traced step keeps the batch sizes symbolic.
+        one = positions.new_ones(())
+        out = torch.stack([one * labels[0].shape[0], one * (3 * positions.shape[0])])
         if stress_weight:
             n_periodic = _periodic(cell).sum(0, keepdim=True)  # pragma: no mutate ([S] -> [1])
             out = torch.cat([out, 9 * n_periodic.to(out.dtype)])  # pragma: no mutate (cat promotes the dtype)
