@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 import warnings
@@ -10,19 +11,36 @@ from typing import Any, Callable
 import torch
 
 
+class _Records(logging.Handler):
+    """Collects the library's log lines (e.g. "make_fx cannot trace the step")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def measure(fn: Callable[[], Any], repeats: int, device: str, warmup: int = 3) -> dict:
     """Median, interquartile range, first-call time, CUDA peak memory and fallback notes."""
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    logged = _Records()
+    logging.getLogger("functional_grads").addHandler(logged)
     t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fn()
-    sync()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+        sync()
+    finally:
+        logging.getLogger("functional_grads").removeHandler(logged)
     first = time.perf_counter() - t0
     notes = [str(w.message)[:400] for w in caught if "Fallback" in type(w.message).__name__]
+    notes += [m[:400] for m in logged.messages if "cannot trace" in m]
     for _ in range(warmup):
         fn()
     sync()

@@ -36,6 +36,15 @@ class Workload:
         step = fg.value_and_grad(self.loss, compile=compile)
         return lambda: step(params, *self.batch)
 
+    def loaded(self, folder: str) -> Callable[[], Any] | None:
+        """The step saved with ``save_compiled`` and loaded back (None for ``jacobian``)."""
+        if self.jacobian_only:
+            return None
+        f, params = fg.functionalize(self.model)
+        path = fg.save_compiled(fg.value_and_grad(self.loss), f"{folder}/{self.name}.pt2", params, *self.batch)
+        step = fg.load_compiled(path)
+        return lambda: step(params, *self.batch)
+
 
 def mlp(sizes: list[int], act: type[nn.Module]) -> nn.Sequential:
     layers: list[nn.Module] = []

@@ -16,7 +16,8 @@ inductor recorded on the batch sizes (e.g. ``23 <= B <= 2048``, where inductor's
 changes its algorithm): a call outside them traces and compiles once more. Tensors the step
 reads from elsewhere (frozen parameters, buffers, captured constants) are inputs of the
 graph, read at every call, so in-place changes to them are seen. Random ops draw from torch's
-generators as eagerly. What ``make_fx`` cannot trace (data-dependent Python control flow, an
+global generator exactly as eagerly; a step drawing from its own ``torch.Generator`` is not
+traced (NOTE [random draws under compile]). What ``make_fx`` cannot trace (data-dependent Python control flow, an
 op without a fake-tensor rule) falls back to ``torch.compile`` with one log line.
 """
 
@@ -101,6 +102,13 @@ def trace(fn: Callable[..., Any], args: tuple[Any, ...], static: tuple[int, ...]
 
     with tracing(), torch.enable_grad():
         graph = make_fx(flat, tracing_mode="symbolic", decomposition_table=select_decomp_table())(*fakes)
+    if any(n.op == "get_attr" and not isinstance(getattr(graph, n.target), Tensor) for n in graph.graph.nodes):
+        # Seen on torch 2.13: a compiled graph holding a torch.Generator drew other numbers
+        # than eager, differently in every process. torch.compile then runs it eagerly.
+        raise TypeError("the step holds a Python object (a torch.Generator?), which a compiled graph cannot use")
+    # make_fx leaves its ShapeEnv on the module, which inductor's graph cache cannot key (a
+    # bypass: every process compiled from scratch); None makes inductor take it from the inputs.
+    graph.shape_env = None
     constants = _lift_constants(graph, mode) if lift else []
     example = fakes + [mode.from_tensor(t) for t in constants]
     return Traced(graph, example, constants, out["spec"], out["constants"], shape_env)
@@ -130,12 +138,21 @@ def _lift_constants(graph: torch.fx.GraphModule, mode: Any) -> list[Tensor]:
 
 
 def compile_traced(traced: Traced, options: dict[str, Any]) -> Callable[[list[Tensor]], list[Tensor]]:
-    """The traced graph compiled by inductor (``options``: inductor config, e.g. ``cpp_wrapper``)."""
+    """The traced graph compiled by inductor (``options``: inductor config, which overrides
+    NOTE [cpp wrapper on CPU])."""
     from torch._guards import TracingContext
     from torch._guards import tracing as inductor_tracing
     from torch._inductor import config
     from torch._inductor.compile_fx import compile_fx_inner
 
+    # NOTE [cpp wrapper on CPU]: inductor's default Python wrapper costs ~25 us per call on
+    # the seed-002 step (40 tensor re-views and allocations in Python); its C++ wrapper
+    # took that step from 81 to 54 us, the near-empty one from 27 to 24 us, and was neutral
+    # on the GEMM-bound ones (sobolev 81 vs 80 ms, value_fit 39 vs 38 ms; 1 thread, 2-core
+    # AMD EPYC, torch 2.13). Its cold compile was no slower here (11 vs 15 s; warm: equal).
+    # So CPU graphs use it; GPU graphs keep inductor's default (not measured here).
+    cpu = all(t.device.type == "cpu" for t in traced.example_inputs)
+    options = {"cpp_wrapper": cpu, **options}
     with inductor_tracing(TracingContext(traced.example_inputs[0].fake_mode)), config.patch(options):
         return compile_fx_inner(traced.graph, traced.example_inputs, cpp_wrapper=config.cpp_wrapper)
 

@@ -2,8 +2,10 @@
 
 NOTE [random draws under compile]: ``torch.randn(shape)`` with a symbolic batch size
 fails under ``grad`` in dynamo on torch 2.13, while ``like.new_empty(shape).normal_()``
-traces. A ``torch.Generator`` cannot be traced at all: with one, a compiled step falls
-back to eager (with ``CompileFallbackWarning``); without one the global RNG is used.
+traces. A ``torch.Generator`` cannot be traced by dynamo at all; ``make_fx`` holds it in the
+graph, but such a graph drew other numbers than eager (torch 2.13), so a step with one is
+not traced (NOTE [traced steps]) and runs eagerly (with ``CompileFallbackWarning``); without
+one, compiled steps draw from the global RNG exactly as eager ones.
 """
 
 from __future__ import annotations

@@ -30,14 +30,16 @@ def value_and_grad(
         :func:`input_grad`; any composition of this library's transforms works.
       argnums: which argument(s) to differentiate (default 0, the params).
       has_aux: if True, ``loss`` returns ``(scalar, aux)``.
-      compile: if True (or a dict of ``torch.compile`` options), the whole step, input
-        derivatives and outer gradient together, is one ``torch.compile(fullgraph=True)``
-        function. If compilation fails, it warns once (``CompileFallbackWarning``) and
-        runs eagerly. Default False, as everywhere in this library. Python values the
-        loss reads from closures or globals (other than ``nn.Module`` state, which is
-        checked) are constants of the compiled step, as under ``jax.jit``; the dict
-        option ``"guards": "all"`` keeps every dynamo guard instead (README, "What a
-        compiled step checks per call").
+      compile: if True, the whole step, input derivatives and outer gradient together, is
+        traced once per call signature and compiled by inductor, with ``jax.jit``
+        semantics (README, "What ``compile=True`` means"): Python values the loss reads
+        from closures or globals (other than ``nn.Module`` state, which is checked) are
+        constants. ``{"options": {...}}`` passes inductor settings; a dict of
+        ``torch.compile`` arguments (``backend``, ``mode``, ``guards``) uses
+        ``torch.compile`` instead. What cannot be traced goes to ``torch.compile``, and
+        what that cannot compile runs eagerly after one ``CompileFallbackWarning``.
+        Default False, as everywhere in this library. Save a compiled step with
+        :func:`save_compiled`.
       check: if True (default), raise ``FloatingPointError`` when the loss or a gradient
         holds NaN/Inf, and warn when every gradient is exactly zero (no gradient path).
         Costs one device sync per call. False computes no flags at all, so the function
