@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out) if args.out else default_out
 
     rows = []
+    packages = tempfile.mkdtemp(prefix="functional_grads_packages_")
     for name in args.workloads:
         w = workloads.make(name, args.quick, args.device)
         steps = {
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
             "ours compiled + CUDA graphs": w.ours(compile={"mode": "reduce-overhead"})
             if args.device.startswith("cuda") else None,
             # AOTInductor, saved and loaded back (NOTE [saved steps]); CPU only here.
-            "ours loaded": w.loaded(str(out)) if args.device == "cpu" else None,
+            "ours loaded": w.loaded(packages) if args.device == "cpu" else None,
             "jax jit": jax_peer.step_for(w) if use_jax else None,
         }
         for contender, fn in steps.items():
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
     for row in rows:
         base = next(r for r in rows if r["workload"] == row["workload"] and r["contender"] == "seed autograd")
         row["speedup_vs_seed"] = base["median_ms"] / row["median_ms"]
-    fresh = _first_call_from_package(out / "seed002.pt2") if (out / "seed002.pt2").exists() else None
+    seed_package = Path(packages) / "seed002.pt2"
+    fresh = _first_call_from_package(seed_package) if seed_package.exists() else None
     result = {"machine": _machine(args.device), "quick": args.quick, "repeats": repeats,
               "rows": rows, "first_call_from_package_s": fresh, "targets": targets.grade(rows, args.quick, fresh)}
     report.write(result, out, args.device + ("-quick" if args.quick else ""))

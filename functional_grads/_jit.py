@@ -102,10 +102,15 @@ def trace(fn: Callable[..., Any], args: tuple[Any, ...], static: tuple[int, ...]
 
     with tracing(), torch.enable_grad():
         graph = make_fx(flat, tracing_mode="symbolic", decomposition_table=select_decomp_table())(*fakes)
-    if any(n.op == "get_attr" and not isinstance(getattr(graph, n.target), Tensor) for n in graph.graph.nodes):
+    held = [getattr(graph, n.target) for n in graph.graph.nodes if n.op == "get_attr"]
+    if any(not isinstance(t, Tensor) for t in held):
         # Seen on torch 2.13: a compiled graph holding a torch.Generator drew other numbers
         # than eager, differently in every process. torch.compile then runs it eagerly.
         raise TypeError("the step holds a Python object (a torch.Generator?), which a compiled graph cannot use")
+    if any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in held):
+        # Seen on torch 2.13 for conv2d under grad-of-vmap-of-grad: a torch.func wrapper
+        # leaks into the trace as a constant whose sizes are the trace's batch size.
+        raise RuntimeError("a torch.func wrapper tensor leaked into the trace as a constant (a torch bug)")
     # make_fx leaves its ShapeEnv on the module, which inductor's graph cache cannot key (a
     # bypass: every process compiled from scratch); None makes inductor take it from the inputs.
     graph.shape_env = None

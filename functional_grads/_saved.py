@@ -60,7 +60,12 @@ def save_compiled(step: Callable[..., Any], path: str | os.PathLike[str], /, *ex
     from ._jit import trace
 
     core = saved.step.core
-    traced = trace(core.pure, example_args, core.static, lift=False)
+    try:
+        traced = trace(core.pure, example_args, core.static, lift=False)
+    except Exception as error:
+        reason = " ".join(str(error).split())[:300]
+        raise RuntimeError(f"{api}: make_fx cannot trace the step ({type(error).__name__}: {reason}), so it cannot "
+                           "be saved; compile=True runs such a step under torch.compile instead.") from error
     leaves, spec = optree.tree_flatten(example_args)  # type: ignore[arg-type,var-annotated]
     tensors = [t for t in leaves if isinstance(t, Tensor)]
     if len(tensors) < len(leaves):

@@ -106,3 +106,7 @@ def test_save_compiled_refuses_what_it_cannot_save(tmp_path):
         fg.save_compiled(loss, tmp_path / "x.pt2", params, X, X)
     with pytest.raises(TypeError, match=r"save_compiled: every argument leaf must be a tensor, got \['int'\]"):
         fg.save_compiled(fg.value_and_grad(lambda p, X, k: loss(p, X, X) * k), tmp_path / "x.pt2", params, X, 3)
+    branchy = fg.value_and_grad(lambda p, X, S: loss(p, X, S) * (2.0 if X.sum() > 0 else 1.0))
+    with pytest.raises(RuntimeError, match=r"save_compiled: make_fx cannot trace the step \(.*\), so it cannot be saved; "
+                                           r"compile=True runs such a step under torch.compile instead"):
+        fg.save_compiled(branchy, tmp_path / "x.pt2", params, X, X)
