@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import warnings
 from typing import Any, Callable
@@ -131,34 +132,49 @@ def load_compiled(path: str | os.PathLike[str], /) -> Callable[..., Any]:
 
 
 def _runner(api: str, loader: Any, meta: dict[str, Any]) -> Callable[..., Any]:
-    args_spec, out_spec = _decode(meta["args"]), _decode(meta["out"])
-    wants = [(getattr(torch, w["dtype"]), w["device"], w["shape"], w["batch"]) for w in meta["tensors"]]
-    ranges = meta["ranges"]
+    """The package's call with the signature checks: dtype, device, static sizes and strides
+    in C++ (as the traced path, NOTE [traced steps]), the checks that name the problem only
+    when those fail; then the batch sizes."""
+    from torch._C._dynamo.guards import TensorGuards  # C++ only: imports no compiler
 
-    def run(*args: Any) -> Any:
-        leaves, spec = optree.tree_flatten(args)  # type: ignore[arg-type,var-annotated]
-        if spec != args_spec:
-            raise ValueError(f"{api}: the step was saved for arguments structured as {args_spec}, got {spec}. "
-                             "Pass arguments like the examples given to save_compiled.")
-        sizes: dict[str, int] = {}
-        for i, (t, (dtype, device, shape, symbol)) in enumerate(zip(leaves, wants)):
+    args_spec, out_spec = _decode(meta["args"]), _decode(meta["out"])
+    wants = [(getattr(torch, w["dtype"]), w["device"], w["shape"]) for w in meta["tensors"]]
+    batch = [(i, w["batch"]) for i, w in enumerate(meta["tensors"]) if w["batch"] is not None]
+    ranges = {symbol: (low, math.inf if high is None else high) for symbol, (low, high) in meta["ranges"].items()}
+    examples = [torch.empty([2 if n is None else n for n in shape], dtype=dtype, device=device)
+                for dtype, device, shape in wants]
+    guards = TensorGuards(*examples, dynamic_dims_sizes=[list(w["shape"]) for w in meta["tensors"]],  # type: ignore[misc]
+                          dynamic_dims_strides=[list(t.stride()) for t in examples])  # type: ignore[misc]
+
+    def explain(leaves: list[Any]) -> list[Tensor]:
+        for i, (t, (dtype, device, shape)) in enumerate(zip(leaves, wants)):
             if not (isinstance(t, Tensor) and t.dtype == dtype and t.device.type == device and t.ndim == len(shape)
                     and all(w is None or w == s for w, s in zip(shape, t.shape))):
                 want = ", ".join("B" if w is None else str(w) for w in shape)
                 raise ValueError(f"{api}: argument leaf {i} must be a {device} {str(dtype).removeprefix('torch.')} "
                                  f"tensor [{want}] as saved, got {_checks.describe(t)}. Save the step again with "
                                  "examples like these.")
-            if symbol is not None and sizes.setdefault(symbol, t.shape[0]) != t.shape[0]:
-                raise ValueError(f"{api}: argument leaf {i} has batch size {t.shape[0]} but the step was saved "
+        return [t.contiguous() for t in leaves]  # other strides or requires_grad: fine for the package
+
+    def run(*args: Any) -> Any:
+        leaves, spec = optree.tree_flatten(args)  # type: ignore[arg-type,var-annotated]
+        if spec != args_spec:
+            raise ValueError(f"{api}: the step was saved for arguments structured as {args_spec}, got {spec}. "
+                             "Pass arguments like the examples given to save_compiled.")
+        if not guards.check(*leaves):
+            leaves = explain(leaves)
+        sizes: dict[str, int] = {}
+        for i, symbol in batch:
+            n = leaves[i].shape[0]
+            if sizes.setdefault(symbol, n) != n:
+                raise ValueError(f"{api}: argument leaf {i} has batch size {n} but the step was saved "
                                  f"for batches where it equals the others' ({sizes[symbol]}).")
-        for symbol, n in sizes.items():
             low, high = ranges[symbol]
-            if n < low or (high is not None and n > high):
+            if not low <= n <= high:
                 raise ValueError(f"{api}: batch size {n} is outside the range the step was saved for "
-                                 f"[{low}, {'inf' if high is None else high}]. Save it again with an example "
+                                 f"[{low}, {'inf' if high == math.inf else high}]. Save it again with an example "
                                  "of this size.")
-        out = loader.run([t.contiguous() for t in leaves])
-        return optree.tree_unflatten(out_spec, out)
+        return optree.tree_unflatten(out_spec, loader.run(leaves))
 
     return run
 

@@ -81,8 +81,10 @@ def test_a_loaded_step_checks_its_arguments_against_the_saved_signature(package)
     with pytest.raises(ValueError, match=r"load_compiled: the step was saved for arguments structured as "
                                          r"PyTreeSpec\(\(\{'0\.bias'.*got PyTreeSpec"):
         step({k: v for k, v in list(params.items())[1:]}, state, X, S)
-    torch.testing.assert_close(step(params, state, X, S)[2], fg.make_step(loss, OPT)(params, state, X, S)[2],
-                               rtol=1e-12, atol=1e-12)
+    want = fg.make_step(loss, OPT)(params, state, X, S)[2]
+    torch.testing.assert_close(step(params, state, X, S)[2], want, rtol=1e-12, atol=1e-12)
+    strided = torch.empty(2, 5, dtype=torch.float64).t().copy_(X)  # [5, 2] with strides (1, 5)
+    torch.testing.assert_close(step(params, state, strided, S.requires_grad_(True))[2], want, rtol=1e-12, atol=1e-12)
 
 
 def test_a_loaded_value_and_grad_checks_results_like_the_step_it_came_from(tmp_path):
