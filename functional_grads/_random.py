@@ -33,7 +33,7 @@ def probes(
     standard normal; ``sphere``: uniform on the sphere of radius ``sqrt(n)``.
     """
     if kind == "rademacher":
-        return like.new_empty(shape).bernoulli_(0.5, generator=generator).mul_(2).sub_(1)
+        return like.new_empty(shape).bernoulli_(generator=generator).mul_(2).sub_(1)  # p = 0.5, the default
     v = like.new_empty(shape).normal_(generator=generator)
     if kind == "sphere" and event_dims == 0:  # the 1-sphere of radius 1: a random sign
         return v.sign()
@@ -57,7 +57,7 @@ def in_l2_ball(like: Tensor, eps: float, volume: bool, generator: torch.Generato
     radius is ``eps * u^(1/n)``, which is uniform over the ball's volume.
     """
     direction = like.new_empty(like.shape).normal_(generator=generator)
-    u = like.new_empty((like.shape[0],)).uniform_(0, 1, generator=generator)
+    u = like.new_empty((like.shape[0],)).uniform_(generator=generator)  # [0, 1), the default
     if volume:
         u = u ** (1.0 / like[0].numel())
     return direction / per_sample_norm(direction).clamp_min(1e-12) * as_per_sample(eps * u, like)

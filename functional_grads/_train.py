@@ -52,14 +52,14 @@ def make_step(
     return around_step(run)
 
 
-def around_step(run: Callable[..., Any], has_aux: bool = False) -> Callable[..., tuple[Params, PyTree, torch.Tensor]]:
+def around_step(run: Callable[..., Any]) -> Callable[..., tuple[Params, PyTree, torch.Tensor]]:
     """The public ``make_step`` function around a step core (built or loaded)."""
 
     def step(params: Params, state: PyTree, *batch: Any) -> tuple[Params, PyTree, torch.Tensor]:
         result = run(params, state, *batch)
         return result.params, result.state, result.value
 
-    step.saved = Saved("make_step", has_aux, run)  # type: ignore[attr-defined]
+    step.saved = Saved("make_step", False, run)  # type: ignore[attr-defined]
     return step
 
 
