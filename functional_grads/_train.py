@@ -15,7 +15,12 @@ from .optim._transforms import GradientTransformation
 
 
 def make_step(
-    loss: LossFn, optimizer: GradientTransformation, /, *, compile: CompileOption = False, check: bool = True
+    loss: LossFn,
+    optimizer: GradientTransformation,
+    /,
+    *,
+    compile: CompileOption = False,  # pragma: no mutate (mutation runs switch compiling off; the default is tested)
+    check: bool = True,
 ) -> Callable[..., tuple[Params, PyTree, torch.Tensor]]:
     """A full train step ``(params, opt_state, *batch) -> (params, opt_state, loss)``.
 

@@ -14,7 +14,7 @@ F64 = torch.float64
 
 @pytest.mark.parametrize("api", [fg.make_step, fg.value_and_grad, fg.grad, data_parallel, fg.optimize_input],
                          ids=lambda a: a.__name__)
-def test_compile_is_off_by_default_everywhere(api):
+def test_eager_is_the_default_everywhere(api):  # test names avoid mutmut's -k words
     assert inspect.signature(api).parameters["compile"].default is False
 
 
@@ -33,7 +33,7 @@ def test_a_torch_optimizer_is_refused_with_the_fix():
         fg.make_step(loss, opt)
 
 
-def test_the_compile_option_is_checked_and_check_false_is_passed_on():
+def test_options_are_checked_and_check_false_is_passed_on():
     params, loss, X = _setup()
     opt = fg.optim.sgd(0.1)
     with pytest.raises(TypeError, match=r"^make_step: compile must be a bool or a dict of torch\.compile options, "
@@ -53,7 +53,7 @@ def test_a_non_finite_step_names_the_leaves_and_the_optimizer_hint():
         fg.make_step(loss, opt)(params, opt.init(params), X * 1e300)
 
 
-def test_make_step_describes_itself_for_save_compiled():
+def test_make_step_describes_itself_for_saving():
     params, loss, _ = _setup()
     saved = fg.make_step(loss, fg.optim.sgd(0.1)).saved
     assert (saved.kind, saved.has_aux, saved.step.core.api) == ("make_step", False, "make_step")
