@@ -107,7 +107,14 @@ def perturb(
       >>> perturb(f, mse, Attack(eps=0.1))({"w": torch.ones(2)}, torch.zeros(1, 2), torch.ones(1, 2))
       tensor([[-0.1000, -0.1000]])
     """
-    api = "perturb"
+    return attacker("perturb", f, loss_fn, attack, generator=generator, in_dims=in_dims, chunk_size=chunk_size,
+                    randomness=randomness)
+
+
+def attacker(api: str, f: PerSampleFn, loss_fn: LossOnOutput, attack: Attack, *, generator: torch.Generator | None,
+             in_dims: InDims = None, chunk_size: int | None = None, randomness: Randomness = "error",
+             ) -> Callable[..., Tensor]:
+    """:func:`perturb` for the public function ``api`` (its errors name it)."""
     if not isinstance(attack, Attack):
         raise TypeError(f"{api}: attack must be a functional_grads.Attack, got {type(attack).__name__}.")
     _checks.check_options(api, argnums=1, chunk_size=chunk_size, randomness=randomness)
@@ -156,7 +163,7 @@ def fgsm(
       tensor([[-0.1000, -0.1000]])
     """
     attack = _attack("fgsm", eps=eps, targeted=targeted, clip_min=clip_min, clip_max=clip_max)
-    return _detached(perturb(f, loss_fn, attack, randomness=randomness), params, X, Y)
+    return _detached(attacker("fgsm", f, loss_fn, attack, generator=None, randomness=randomness), params, X, Y)
 
 
 def pgd(
@@ -190,7 +197,7 @@ def pgd(
     """
     attack = _attack("pgd", eps=eps, steps=steps, step_size=step_size, norm=norm, random_start=random_start,
                      targeted=targeted, clip_min=clip_min, clip_max=clip_max)
-    return _detached(perturb(f, loss_fn, attack, generator=generator, randomness=randomness), params, X, Y)
+    return _detached(attacker("pgd", f, loss_fn, attack, generator=generator, randomness=randomness), params, X, Y)
 
 
 def _attack(api: str, **settings: Any) -> Attack:
@@ -206,7 +213,7 @@ def per_sample_loss(api: str, f: PerSampleFn, loss_fn: LossOnOutput) -> Callable
     checked to be a scalar."""
     _checks.check_callable(api, f)
     _checks.check_callable(api, loss_fn, "loss_fn")
-    return scalar_output(api, lambda p, x, *cy: loss_fn(f(p, x, *cy[:-1]), cy[-1]), False)
+    return scalar_output(api, lambda p, x, *cy: loss_fn(f(p, x, *cy[:-1]), cy[-1]))
 
 
 def map_with_targets(api: str, fn: Callable[..., Any], params: Any, X: Tensor, Y: Tensor, *,
@@ -300,7 +307,7 @@ def robust_accuracy(
             X_adv = X
         else:
             settings = dataclasses.replace(template, eps=eps, step_size=None if ratio is None else ratio * eps)
-            X_adv = _detached(perturb(f, loss_fn, settings, generator=generator), params, X, labels)
+            X_adv = _detached(attacker(api, f, loss_fn, settings, generator=generator), params, X, labels)
         with torch.no_grad():
             logits = f(params, X_adv)
         accuracies.append((logits.argmax(-1) == labels).to(X.dtype).mean())

@@ -140,7 +140,7 @@ def inner_randomness(randomness: str) -> str:
     return "error" if randomness == "error" else "same"
 
 
-def scalar_output(api: str, f: Callable[..., Any], has_aux: bool) -> Callable[..., Any]:
+def scalar_output(api: str, f: Callable[..., Any], has_aux: bool = False) -> Callable[..., Any]:
     """Wrap ``f`` so that its per-sample output is checked to be a scalar and squeezed to ``()``."""
 
     def g(*args: Any) -> Any:

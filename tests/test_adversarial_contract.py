@@ -64,3 +64,39 @@ def test_randomness_reaches_the_attack_and_the_loss():
     X, Y = torch.zeros(4, 3, dtype=F64), torch.ones(4, 3, dtype=F64)
     value = fg.losses.adversarial(noisy, MSE, fg.Attack(eps=0.1), randomness="different")(params, X, Y)
     assert 3 * 1.1**2 * 0.9 < value.item() < 3 * 1.1**2 * 1.1
+
+
+def test_errors_inside_the_attack_name_the_function_the_user_called():
+    f, params, X, Y = _setup()
+    vector = lambda out, y: (out - y) ** 2  # noqa: E731  not reduced to a scalar
+    with pytest.raises(ValueError, match=r"^adversarial: f must return one scalar per sample \(shape \[\] or \[1\]\), "
+                                         r"but its per-sample output has shape \[3\]"):
+        fg.losses.adversarial(f, vector, fg.Attack(eps=0.1))(params, X, Y)
+    with pytest.raises(ValueError, match=r"^fgsm: f must return one scalar per sample"):
+        fg.fgsm(f, params, X, Y, loss_fn=vector, eps=0.1)
+    with pytest.raises(ValueError, match=r"^pgd: f must return one scalar per sample"):
+        fg.pgd(f, params, X, Y, loss_fn=vector, eps=0.1, steps=2)
+    loss = fg.losses.adversarial(f, MSE, fg.Attack(eps=0.1))
+    with pytest.raises(TypeError, match=r"^adversarial: expected the arguments \(params, X, Y\): 0 conditioning "
+                                        r"argument\(s\) for f \(in_dims=None\) then 1 target\(s\) after X; got 0 "
+                                        r"argument\(s\) after X\.$"):
+        loss(params, X)
+    with pytest.raises(ValueError, match=r"^adversarial: Y must hold one target per sample, leading dimension 6; "
+                                         r"got \[5, 3\]\.$"):
+        loss(params, X, Y[:5])
+
+
+def test_a_conditional_critic_gets_its_conditions_in_the_attack_and_the_loss():
+    params = {"w": torch.tensor([1.0, -2.0, 0.5], dtype=F64)}
+    f = lambda p, x, c: torch.tanh(p["w"] * x * c)  # noqa: E731  D(x, c)
+    X = torch.linspace(-1, 1, 18, dtype=F64).reshape(6, 3)
+    C = torch.linspace(0.5, 2, 6, dtype=F64)[:, None].expand(6, 3).contiguous()
+    Y = torch.zeros(6, 3, dtype=F64)
+    attack = fg.Attack(eps=0.1)
+    loss = fg.losses.adversarial(f, MSE, attack, in_dims=(None, 0, 0))(params, X, C, Y)
+    want = []
+    for x, c, y in zip(X, C, Y):  # FGSM by hand, one sample at a time
+        x = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad(MSE(f(params, x, c), y), x)
+        want.append(MSE(f(params, (x + 0.1 * g.sign()).detach(), c), y))
+    torch.testing.assert_close(loss, torch.stack(want).mean(), rtol=1e-12, atol=1e-12)

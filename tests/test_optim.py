@@ -129,3 +129,17 @@ def test_lbfgs_first_step_is_a_short_steepest_descent_step_accepted_by_armijo():
     torch.testing.assert_close(updates[0], -alpha * g[0])
     torch.testing.assert_close(updates[1], torch.zeros(2, dtype=torch.float64))
     assert state.step.item() == 1
+
+
+def test_the_deprecated_optim_make_step_warns_at_the_callers_line_and_unknown_names_raise():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = fg.optim.make_step
+    assert got is fg.make_step
+    (w,) = caught
+    assert w.category is DeprecationWarning and w.filename == __file__
+    assert str(w.message) == "functional_grads.optim.make_step is deprecated; use functional_grads.make_step."
+    with pytest.raises(AttributeError, match=r"^module 'functional_grads\.optim' has no attribute 'nope'$"):
+        fg.optim.nope  # noqa: B018

@@ -8,7 +8,7 @@ import optree
 import torch
 from torch import Tensor
 
-from .._attacks import Attack, LossOnOutput, map_with_targets, per_sample_loss, perturb
+from .._attacks import Attack, LossOnOutput, attacker, map_with_targets, per_sample_loss
 from .._per_sample import split_conditions
 from .._typing import InDims, PerSampleFn, Randomness
 
@@ -53,8 +53,8 @@ def adversarial(
         raise TypeError(f"{api}: attack must be a functional_grads.Attack, got {type(attack).__name__}.")
     if attack.eps == 0:
         raise ValueError(f"{api}: eps must be positive (eps=0 is the plain loss: use loss_fn directly).")
-    attack_fn = perturb(f, loss_fn, attack, generator=generator, in_dims=in_dims, chunk_size=chunk_size,
-                        randomness=randomness)
+    attack_fn = attacker(api, f, loss_fn, attack, generator=generator, in_dims=in_dims, chunk_size=chunk_size,
+                         randomness=randomness)
     loss_of_sample = per_sample_loss(api, f, loss_fn)
 
     def adversarial_loss(params: Any, X: Tensor, *rest: Any) -> Tensor:

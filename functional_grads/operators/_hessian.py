@@ -43,7 +43,7 @@ def input_hessian(
     # NOTE [hessian composition]: torch.func.hessian is jacfwd(jacrev(f)); under an
     # outer grad it fails to compile on torch 2.13 (fake-tensor error), while
     # jacrev(grad(f)) compiles and is exact, so we use reverse-over-reverse.
-    h = jacrev(grad(scalar_output(api, f, False), argnums=argnums), argnums=argnums)
+    h = jacrev(grad(scalar_output(api, f), argnums=argnums), argnums=argnums)
 
     def input_hessian_fn(*args: Any) -> Any:
         return map_samples(api, h, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness,
@@ -81,7 +81,7 @@ def hvp(
     _checks.check_callable(api, f)
     _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
     check_in_dims(api, in_dims, argnums)
-    g = grad(scalar_output(api, f, False), argnums=argnums)
+    g = grad(scalar_output(api, f), argnums=argnums)
 
     # NOTE [hvp composition]: reverse-over-reverse (the gradient of <grad f, v>) needs only
     # double-backward formulas, which every loss on input gradients needs anyway, and it

@@ -132,7 +132,7 @@ def _operator(
     _checks.check_choice(api, "probe", probe, _random.PROBES)
     if weights is not None and not isinstance(weights, Tensor):
         raise TypeError(f"{api}: weights must be a tensor [K, K] (K = len(dims)), got {type(weights).__name__}.")
-    scalar = scalar_output(api, f, False)
+    scalar = scalar_output(api, f)
 
     def run(args: tuple[Any, ...], generator: torch.Generator | None) -> tuple[Any, Any, Tensor]:
         X = _checks.check_batch(api, args, argnums)
