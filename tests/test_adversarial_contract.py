@@ -93,10 +93,12 @@ def test_a_conditional_critic_gets_its_conditions_in_the_attack_and_the_loss():
     C = torch.linspace(0.5, 2, 6, dtype=F64)[:, None].expand(6, 3).contiguous()
     Y = torch.zeros(6, 3, dtype=F64)
     attack = fg.Attack(eps=0.1)
-    loss = fg.losses.adversarial(f, MSE, attack, in_dims=(None, 0, 0))(params, X, C, Y)
+    losses = [fg.losses.adversarial(f, MSE, attack, in_dims=(None, 0, 0), differentiable=d)(params, X, C, Y)
+              for d in (False, True)]
     want = []
     for x, c, y in zip(X, C, Y):  # FGSM by hand, one sample at a time
         x = x.clone().requires_grad_()
         (g,) = torch.autograd.grad(MSE(f(params, x, c), y), x)
         want.append(MSE(f(params, (x + 0.1 * g.sign()).detach(), c), y))
-    torch.testing.assert_close(loss, torch.stack(want).mean(), rtol=1e-12, atol=1e-12)
+    for loss in losses:  # the value is the same either way; only the gradient differs
+        torch.testing.assert_close(loss, torch.stack(want).mean(), rtol=1e-12, atol=1e-12)

@@ -55,7 +55,7 @@ def adversarial(
         raise ValueError(f"{api}: eps must be positive (eps=0 is the plain loss: use loss_fn directly).")
     attack_fn = attacker(api, f, loss_fn, attack, generator=generator, in_dims=in_dims, chunk_size=chunk_size,
                          randomness=randomness)
-    loss_of_sample = per_sample_loss(api, f, loss_fn)
+    loss_of_sample = per_sample_loss(api, f, loss_fn)  # pragma: no mutate (its errors: the attack raises them first)
 
     def adversarial_loss(params: Any, X: Tensor, *rest: Any) -> Tensor:
         conditions, (Y,) = split_conditions(api, in_dims, rest, "Y")
@@ -63,7 +63,7 @@ def adversarial(
             X_adv = attack_fn(params, X, *conditions, Y)
         else:
             X_adv = attack_fn(optree.tree_map(Tensor.detach, params), X.detach(), *conditions, Y).detach()
-        return map_with_targets(api, loss_of_sample, params, X_adv, Y, conditions=conditions, in_dims=in_dims,
+        return map_with_targets(api, loss_of_sample, params, X_adv, Y, conditions=conditions, in_dims=in_dims,  # pragma: no mutate (api: the attack's errors come first)
                                 chunk_size=chunk_size, randomness=randomness).mean()
 
     return adversarial_loss

@@ -39,7 +39,7 @@ def _sigmoid(m: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 def _softplus(m: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     beta, threshold = float(m.beta), float(m.threshold)  # type: ignore[arg-type]
     s = torch.sigmoid(beta * h)
-    linear = beta * h > threshold  # torch's softplus is the identity there
+    linear = beta * h > threshold  # pragma: no mutate (>=: at equality torch's own f' and f'' disagree)
     d = torch.where(linear, torch.ones_like(s), s)
     dd = torch.where(linear, torch.zeros_like(s), beta * s * (1 - s))
     return nn.functional.softplus(h, beta, threshold), d, dd
@@ -58,7 +58,7 @@ def _gelu(m: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _relu(m: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    d = (h > 0).to(h.dtype)  # autograd's convention: relu'(0) = 0, relu'' = 0
+    d = (h > 0).type_as(h)  # autograd's convention: relu'(0) = 0, relu'' = 0
     return torch.relu(h), d, torch.zeros_like(h)
 
 
@@ -104,7 +104,7 @@ def forward_laplacian(api: str, f: FunctionalModule, params: Any, X: Tensor, V: 
             h, d, dd = derivs(m, h)
             second = dd * _weighted_square_sum(J, w)
             L = second if L is None else d * L + second
-            J = d[:, None, :] * (J if J.ndim == 3 else J[None])
+            J = d[:, None, :] * J  # [B, 1, n] * ([K, n] or [B, K, n]) -> [B, K, n]
     J = J if J.ndim == 3 else J.expand(X.shape[0], *J.shape)
     L = X.new_zeros(h.shape) if L is None else L
     if h.shape[1] != 1:
