@@ -48,7 +48,7 @@ def __getattr__(name: str) -> object:
 
         from .._train import make_step
 
-        warnings.warn("functional_grads.optim.make_step is deprecated; use functional_grads.make_step.",
-                      DeprecationWarning, stacklevel=2)  # pragma: no mutate (mutmut's trampoline adds a frame; tested outside it)
+        message = "functional_grads.optim.make_step is deprecated; use functional_grads.make_step."
+        warnings.warn(message, DeprecationWarning, stacklevel=2)  # pragma: no mutate (mutmut's trampoline adds a frame)
         return make_step
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
