@@ -13,6 +13,24 @@ def available() -> bool:
     return True
 
 
+def mlp(module: Any, act: Callable[[Any], Any]) -> tuple[list[tuple[Any, Any]], Callable[[Any, Any], Any]]:
+    """An ``nn.Sequential`` MLP's weights as JAX arrays and ``f(p, x)`` for one sample
+    ``[D] -> [d_out]``, with ``act`` between the linear layers."""
+    import jax.numpy as jnp
+
+    layers = [(jnp.asarray(m.weight.detach().cpu().numpy()), jnp.asarray(m.bias.detach().cpu().numpy()))
+              for m in module if hasattr(m, "weight")]
+
+    def f(p, x):
+        for i, (W, b) in enumerate(p):
+            x = W @ x + b
+            if i < len(p) - 1:
+                x = act(x)
+        return x
+
+    return layers, f
+
+
 def step_for(w) -> Callable[[], Any] | None:
     """A jitted JAX step equal to workload ``w``'s, or None where there is no peer (CNN)."""
     import jax
@@ -20,17 +38,9 @@ def step_for(w) -> Callable[[], Any] | None:
 
     if w.name == "cnn_gp":
         return None
-    layers = [m for m in w.model if hasattr(m, "weight")]
     act = {"ReLU": jax.nn.relu, "Tanh": jnp.tanh}[type(w.model[1]).__name__] if len(w.model) > 1 else None
-    params = [(jnp.asarray(l.weight.detach().cpu().numpy()), jnp.asarray(l.bias.detach().cpu().numpy())) for l in layers]
+    params, f = mlp(w.model, act)  # one sample [D] -> [d_out]
     batch = [jnp.asarray(t.detach().cpu().numpy()) for t in w.batch]
-
-    def f(p, x):  # one sample [D] -> [d_out]
-        for i, (W, b) in enumerate(p):
-            x = W @ x + b
-            if i < len(p) - 1:
-                x = act(x)
-        return x
 
     scalar = lambda p, x: f(p, x)[0]  # noqa: E731
     if w.name == "jacobian":

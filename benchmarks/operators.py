@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import jax_peer  # noqa: E402
 import timing  # noqa: E402
 
 import functional_grads as fg  # noqa: E402
@@ -76,16 +77,9 @@ def folx_step(D: int, B: int, dtype: str, kind: str):
     except ImportError:
         return None
     jax.config.update("jax_enable_x64", True)
-    m = model(D, getattr(torch, dtype))
-    layers = [(jnp.asarray(l.weight.detach().numpy()), jnp.asarray(l.bias.detach().numpy()))
-              for l in m if isinstance(l, torch.nn.Linear)]
+    layers, mlp = jax_peer.mlp(model(D, getattr(torch, dtype)), jnp.tanh)
     X = jnp.asarray(torch.randn(B, D, dtype=getattr(torch, dtype), generator=torch.Generator().manual_seed(1)).numpy())
-
-    def f(p, x):
-        for i, (W, b) in enumerate(p):
-            x = W @ x + b
-            x = jnp.tanh(x) if i < len(p) - 1 else x
-        return x[0]
+    f = lambda p, x: mlp(p, x)[0]  # noqa: E731
 
     def lap(p, X):
         return jax.vmap(lambda x: forward_laplacian(lambda y: f(p, y))(x).laplacian)(X)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import jax_peer  # noqa: E402
 import timing  # noqa: E402
 
 import functional_grads as fg  # noqa: E402
@@ -55,15 +56,9 @@ def folx_step(m: torch.nn.Module, X: torch.Tensor):
     except ImportError:
         return None
     jax.config.update("jax_enable_x64", True)
-    layers = [(jnp.asarray(l.weight.detach().numpy()), jnp.asarray(l.bias.detach().numpy()))
-              for l in m if isinstance(l, torch.nn.Linear)]
+    layers, mlp = jax_peer.mlp(m, jnp.tanh)
     Xj = jnp.asarray(X.numpy())
-
-    def f(p, x):
-        for i, (W, b) in enumerate(p):
-            x = W @ x + b
-            x = jnp.tanh(x) if i < len(p) - 1 else x
-        return x[0]
+    f = lambda p, x: mlp(p, x)[0]  # noqa: E731
 
     def loss(p, X):
         lap = jax.vmap(lambda x: forward_laplacian(lambda y: f(p, y))(x).laplacian)(X)

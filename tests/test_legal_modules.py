@@ -206,3 +206,23 @@ def test_compiled_step_follows_requires_grad_flips():
     model[0].requires_grad_(False)
     with pytest.raises(ValueError, match=r"frozen \(requires_grad changed\) after functionalize"):
         vg(params, _X())
+
+
+def _hooked():
+    model = mlp(3, 8, 1, seed=5)
+    model[1].register_forward_hook(lambda m, args, out: out * 1.5)
+    return model
+
+
+@pytest.mark.parametrize("make", [*LEGAL.values(), _hooked], ids=[*LEGAL.keys(), "forward hook"])
+def test_the_traced_step_runs_what_the_module_runs(make):
+    # compile=True traces module(x) itself (NOTE [traced steps]): shared children, tied
+    # weights, an instance-level forward and hooks are in the graph as the module runs them.
+    model = make()
+    f, params = fg.functionalize(model)
+    X = _X()
+    loss = lambda p, X: fg.laplacian(f)(p, X).pow(2).mean()  # noqa: E731
+    traced, eager = fg.value_and_grad(loss, compile=True)(params, X), fg.value_and_grad(loss)(params, X)
+    assert_close(traced[0], eager[0], rtol=1e-12, atol=1e-12)
+    for k in params:
+        assert_close(traced[1][k], eager[1][k], rtol=1e-10, atol=1e-12)
