@@ -125,3 +125,59 @@ def test_the_hutchinson_divergence_draws_one_probe_per_sample_by_default():
     default = fg.divergence(f, method="hutchinson", generator=torch.Generator().manual_seed(0))(A, X)
     one = fg.divergence(f, method="hutchinson", num_samples=1, generator=torch.Generator().manual_seed(0))(A, X)
     torch.testing.assert_close(default, one, rtol=0, atol=0)
+
+
+def _counting(calls):
+    def field(p, x):
+        calls.append(1)
+        return torch.tanh(p @ x)
+    return field
+
+
+def test_chunk_size_reaches_the_jacobian_and_the_forward_divergence():
+    A = torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 3.0], [0.0, 1.0, 4.0]], dtype=F64)
+    X = torch.randn(6, 3, dtype=F64)
+    for build in (lambda f, c: fg.input_jacobian(f, chunk_size=c), lambda f, c: fg.divergence(f, method="forward",
+                                                                                                  chunk_size=c)):
+        counts, outs = {}, {}
+        for chunk in (None, 2):
+            calls = []
+            outs[chunk] = build(_counting(calls), chunk)(A, X)
+            counts[chunk] = len(calls)
+        torch.testing.assert_close(outs[2], outs[None], rtol=1e-12, atol=1e-12)
+        assert counts[2] > counts[None]  # f runs once per chunk of 2 samples
+
+
+def test_divergence_passes_argnums_and_mode_on_to_the_jacobian():
+    A = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=F64)
+    X = torch.randn(4, 2, dtype=F64)
+    got = fg.divergence(lambda x, p: p @ torch.tanh(x), argnums=0, method="jacobian")(X, A)
+    want = fg.divergence(lambda p, x: p @ torch.tanh(x), method="jacobian")(A, X)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    field = lambda p, x: p @ FwdOnly.apply(x)  # noqa: E731
+    torch.testing.assert_close(fg.divergence(field, method="jacobian", mode="fwd")(A, X),
+                               torch.full((4,), 2 * float(A.trace()), dtype=F64), rtol=1e-12, atol=1e-12)
+    with pytest.raises(Exception):  # noqa: B017 - reverse mode is refused by the Function
+        fg.divergence(field, method="jacobian", mode="rev")(A, X)
+
+
+def test_rademacher_probes_give_the_exact_trace_of_a_diagonal_jacobian():
+    # v^T diag(d) v = sum d_i v_i^2 = tr for +-1 entries: exact, unlike Gaussian probes.
+    d = torch.tensor([1.0, -2.0, 3.5], dtype=F64)
+    X = torch.randn(5, 3, dtype=F64)
+    got = fg.divergence(lambda p, x: p * x, method="hutchinson", generator=torch.Generator().manual_seed(0))(d, X)
+    torch.testing.assert_close(got, torch.full((5,), float(d.sum()), dtype=F64), rtol=1e-14, atol=1e-14)
+
+
+def test_has_aux_in_auto_mode_and_a_dict_aux():
+    M = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], dtype=F64)
+    X = torch.randn(4, 2, dtype=F64)
+    J, aux = fg.input_jacobian(lambda p, x: (torch.tanh(p @ x), {"s": x.sum()}), has_aux=True)(M, X)
+    torch.testing.assert_close(J, fg.input_jacobian(lambda p, x: torch.tanh(p @ x))(M, X), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(aux["s"], X.sum(1), rtol=0, atol=0)
+
+
+def test_a_shared_argument_shaped_like_the_batch_is_refused_naming_the_api():
+    X = torch.randn(3, 3, dtype=F64)
+    with pytest.raises(ValueError, match=r"^input_jacobian: argument 0 has shape \[3, 3\], one row per sample like X"):
+        fg.input_jacobian(lambda p, x: p @ x)(torch.eye(3, dtype=F64), X)
