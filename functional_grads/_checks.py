@@ -123,11 +123,20 @@ def check_batch(api: str, args: Sequence[Any], argnums: int) -> Tensor:
     return x
 
 
-def split_aux(api: str, out: Any) -> tuple[Any, Any]:
+def split_aux(api: str, out: Any, *, per_sample: bool = False) -> tuple[Any, Any]:
+    """``(output, aux)`` from ``f``'s result; ``per_sample``: f runs under vmap, which maps
+    the aux too, so it must hold only tensors."""
     if not (isinstance(out, tuple) and len(out) == 2):
         raise TypeError(
             f"{api}: with has_aux=True, f must return a pair (output, aux), got "
             f"{type(out).__name__}."
+        )
+    bad = [type(t).__name__ for t in optree.tree_leaves(out[1]) if not isinstance(t, Tensor)] if per_sample else []
+    if bad:
+        raise TypeError(
+            f"{api}: with has_aux=True, the aux must hold only tensors, since f runs one sample at a "
+            f"time and the aux is mapped too; got {', '.join(dict.fromkeys(bad))}. Return e.g. "
+            "torch.as_tensor(value)."
         )
     return out
 

@@ -145,7 +145,7 @@ def scalar_output(api: str, f: Callable[..., Any], has_aux: bool = False) -> Cal
 
     def g(*args: Any) -> Any:
         out = f(*args)
-        out, aux = _checks.split_aux(api, out) if has_aux else (out, None)
+        out, aux = _checks.split_aux(api, out, per_sample=True) if has_aux else (out, None)
         _checks.check_tensor_output(api, out)
         if out.shape not in ((), (1,)):
             raise _checks.not_scalar_per_sample(api, out.shape)

@@ -181,3 +181,16 @@ def test_a_shared_argument_shaped_like_the_batch_is_refused_naming_the_api():
     X = torch.randn(3, 3, dtype=F64)
     with pytest.raises(ValueError, match=r"^input_jacobian: argument 0 has shape \[3, 3\], one row per sample like X"):
         fg.input_jacobian(lambda p, x: p @ x)(torch.eye(3, dtype=F64), X)
+
+
+@pytest.mark.parametrize("api", [fg.input_grad, fg.input_jacobian], ids=["input_grad", "input_jacobian"])
+def test_a_per_sample_aux_must_hold_tensors(api):
+    name = api.__name__
+    f = lambda p, x: ((p * x).sum(), {"n": 1.0, "x": x})  # noqa: E731
+    with pytest.raises(TypeError, match=rf"^{name}: with has_aux=True, the aux must hold only tensors, since f runs "
+                                        r"one sample at a time and the aux is mapped too; got float\. Return e\.g\. "
+                                        r"torch\.as_tensor\(value\)\.$"):
+        api(f, has_aux=True)(torch.ones(2, dtype=F64), torch.ones(3, 2, dtype=F64))
+    ok = lambda p, x: ((p * x).sum(), {"n": torch.as_tensor(1.0), "x": x})  # noqa: E731
+    _, aux = api(ok, has_aux=True)(torch.ones(2, dtype=F64), torch.ones(3, 2, dtype=F64))
+    torch.testing.assert_close(aux["n"], torch.ones(3))

@@ -52,7 +52,7 @@ def input_jacobian(
 
     def checked(*args: Any) -> Any:
         out = f(*args)
-        _checks.check_tensor_output(api, _checks.split_aux(api, out)[0] if has_aux else out)
+        _checks.check_tensor_output(api, _checks.split_aux(api, out, per_sample=True)[0] if has_aux else out)
         return out
 
     shape_of = output_shape(api, checked, argnums, has_aux, in_dims)
