@@ -9,8 +9,8 @@ import functional_grads as fg
 F64 = torch.float64
 
 
-class RevOnly(torch.autograd.Function):
-    """``x -> 2 x`` with a backward but no forward-mode rule."""
+class _Double(torch.autograd.Function):
+    """``x -> 2 x``; the subclasses give it a rule for one AD mode only."""
 
     generate_vmap_rule = True
 
@@ -21,24 +21,18 @@ class RevOnly(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         pass
+
+
+class RevOnly(_Double):
+    """A backward, no forward-mode rule."""
 
     @staticmethod
     def backward(ctx, g):
         return 2 * g
 
 
-class FwdOnly(torch.autograd.Function):
-    """``x -> 2 x`` with a forward-mode rule and a backward that refuses."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x):
-        return 2 * x
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
+class FwdOnly(_Double):
+    """A forward-mode rule, and a backward that refuses."""
 
     @staticmethod
     def jvp(ctx, t):
