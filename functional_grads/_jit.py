@@ -229,18 +229,21 @@ def _tensor_guards(traced: Traced, tensors: list[Tensor]) -> Any:
     from torch._C._dynamo.guards import TensorGuards
 
     fakes = traced.example_inputs[:len(tensors)]
-    replace = traced.shape_env.replace
 
     def static(sizes: Any) -> list[int | None]:
         # A batch size the trace specialised (e.g. to the 2 structures of a label check) is static.
-        out: list[int | None] = []
-        for x in sizes:
-            e = replace(x.node.expr) if isinstance(x, torch.SymInt) else x
-            out.append(int(e) if isinstance(x, int) or e.is_number else None)
-        return out
+        return [n if isinstance(n, int) else None for n in (resolve(x, traced.shape_env) for x in sizes)]
 
     return TensorGuards(*tensors, dynamic_dims_sizes=[static(f.shape) for f in fakes],  # type: ignore[misc]
                         dynamic_dims_strides=[static(f.stride()) for f in fakes])  # type: ignore[misc]
+
+
+def resolve(size: Any, shape_env: Any) -> Any:
+    """A fake tensor's size after the trace's specialisations: an int, or its symbol."""
+    if not isinstance(size, torch.SymInt):
+        return size
+    expr = shape_env.replace(size.node.expr)
+    return int(expr) if expr.is_number else expr
 
 
 def _caller(compiled: Callable[[list[Tensor]], Any], constants: list[Tensor]) -> Callable[[list[Tensor]], list[Tensor]]:

@@ -58,6 +58,11 @@ def save_compiled(step: Callable[..., Any], path: str | os.PathLike[str], /, *ex
     if saved is None:
         raise TypeError(f"{api}: step must be a function from value_and_grad, grad or make_step, got "
                         f"{_checks.describe(step)}. Build it with one of those first.")
+    leaves, spec = optree.tree_flatten(example_args)  # type: ignore[arg-type,var-annotated]
+    tensors = [t for t in leaves if isinstance(t, Tensor)]
+    if len(tensors) < len(leaves):  # checked before the trace, which takes seconds
+        raise TypeError(f"{api}: every argument leaf must be a tensor, got {[_checks.describe(t) for t in leaves if not isinstance(t, Tensor)]}. "
+                        "Bind other values in the loss (e.g. with functools.partial) before building the step.")
     from ._jit import trace
 
     core = saved.step.core
@@ -67,35 +72,28 @@ def save_compiled(step: Callable[..., Any], path: str | os.PathLike[str], /, *ex
         reason = " ".join(str(error).split())[:300]
         raise RuntimeError(f"{api}: make_fx cannot trace the step ({type(error).__name__}: {reason}), so it cannot "
                            "be saved; compile=True runs such a step under torch.compile instead.") from error
-    leaves, spec = optree.tree_flatten(example_args)  # type: ignore[arg-type,var-annotated]
-    tensors = [t for t in leaves if isinstance(t, Tensor)]
-    if len(tensors) < len(leaves):
-        raise TypeError(f"{api}: every argument leaf must be a tensor, got {[_checks.describe(t) for t in leaves if not isinstance(t, Tensor)]}. "
-                        "Bind other values in the loss (e.g. with functools.partial) before building the step.")
     if any(c is not None for c in traced.out_constants):
         raise TypeError(f"{api}: the step returns Python values besides tensors (in its aux), which a package "
                         "cannot hold. Return tensors.")
     dims = tuple({0: torch.export.Dim.AUTO} if _batch_symbol(f, traced.shape_env) else None
                  for f in traced.example_inputs[:len(tensors)])
+    from torch._inductor import aoti_compile_and_package
+
     with warnings.catch_warnings():  # torch's own pytree deprecation, raised inside export on torch 2.13
         warnings.filterwarnings("ignore", message=".*LeafSpec.* is deprecated", category=FutureWarning)
         exported = torch.export.export(traced.graph, tuple(tensors), dynamic_shapes=dims, strict=False)
-    inputs = {n.name: n.meta["val"] for n in exported.graph.nodes if n.op == "placeholder"}
-    fakes = [inputs[name] for name in exported.graph_signature.user_inputs]
-    batch = [_batch_symbol(f, fakes[0].fake_mode.shape_env) for f in fakes]
-    meta = {
-        "format": _FORMAT, "torch": torch.__version__, "kind": saved.kind, "has_aux": saved.has_aux,
-        "check": core.check, "api": core.api, "static": list(core.static),
-        "args": _encode(spec), "out": _encode(traced.out_spec),
-        "tensors": [{"dtype": str(t.dtype).removeprefix("torch."), "device": t.device.type,
-                     "shape": [None if b is not None and d == 0 else int(n) for d, n in enumerate(f.shape)],
-                     "batch": b} for t, f, b in zip(tensors, fakes, batch)],
-        "ranges": _ranges(exported),
-    }
-    from torch._inductor import aoti_compile_and_package
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*LeafSpec.* is deprecated", category=FutureWarning)
+        inputs = {n.name: n.meta["val"] for n in exported.graph.nodes if n.op == "placeholder"}
+        fakes = [inputs[name] for name in exported.graph_signature.user_inputs]
+        batch = [_batch_symbol(f, fakes[0].fake_mode.shape_env) for f in fakes]
+        meta = {
+            "format": _FORMAT, "torch": torch.__version__, "kind": saved.kind, "has_aux": saved.has_aux,
+            "check": core.check, "api": core.api, "static": list(core.static),
+            "args": _encode(spec), "out": _encode(traced.out_spec),
+            "tensors": [{"dtype": str(t.dtype).removeprefix("torch."), "device": t.device.type,
+                         "shape": [None if b is not None and d == 0 else int(n) for d, n in enumerate(f.shape)],
+                         "batch": b} for t, f, b in zip(tensors, fakes, batch)],
+            "ranges": _ranges(exported),
+        }
         return str(aoti_compile_and_package(exported, package_path=os.fspath(path),
                                             inductor_configs={"aot_inductor.metadata": {_KEY: json.dumps(meta)}}))
 
@@ -181,10 +179,10 @@ def _runner(api: str, loader: Any, meta: dict[str, Any]) -> Callable[..., Any]:
 
 def _batch_symbol(fake: Tensor, shape_env: Any) -> str | None:
     """The name of the symbol of a fake tensor's dim 0, None if it is static."""
-    if fake.ndim == 0 or not isinstance(fake.shape[0], torch.SymInt):
-        return None
-    expr = shape_env.replace(fake.shape[0].node.expr)
-    return None if expr.is_number else str(expr)
+    from ._jit import resolve
+
+    size = resolve(fake.shape[0], shape_env) if fake.ndim else 0
+    return None if isinstance(size, int) else str(size)
 
 
 def _ranges(exported: Any) -> dict[str, list[int | None]]:
