@@ -107,6 +107,7 @@ class FunctionalModule:
         # Without tied weights or shared submodules, functional_call need not walk the
         # module to untie them, and the fast paths may read a parameter by its layer's name.
         self.tied = len(list(module.named_parameters(remove_duplicate=False))) != len(trainable) + len(frozen)
+        self._aliases = _aliases(module, trainable) if self.tied else []
 
     def __call__(self, params: ParamsDict, x: Any, /, *args: Any, **kwargs: Any) -> Any:
         self.check_params(params)
@@ -136,7 +137,14 @@ class FunctionalModule:
         # Anything else goes through functional_call.
         layers = None if args or kwargs else self._direct_layers()
         if layers is None:
-            return functional_call(self.module, params, (x, *args), kwargs, tie_weights=self.tied)
+            # NOTE [shared submodules]: functional_call(tie_weights=True) swaps a shared module's
+            # parameter in once per name it has and swaps back in the same order, so the module
+            # kept the swapped-in tensor (a plain alias eagerly, a fake tensor after make_fx) in
+            # place of its Parameter. We swap every slot once: the given names, plus the other
+            # modules' names of a tied weight.
+            if self._aliases:
+                params = {**params, **{alias: params[name] for alias, name in self._aliases}}
+            return functional_call(self.module, params, (x, *args), kwargs, tie_weights=False)
         for name, layer in layers:
             if type(layer) is nn.Linear:
                 x = F.linear(x, self.tensor(params, name, layer, "weight"), self.tensor(params, name, layer, "bias"))
@@ -251,6 +259,22 @@ def split_params(module: nn.Module) -> tuple[dict[str, nn.Parameter], dict[str, 
     named = dict(module.named_parameters())
     return ({k: p for k, p in named.items() if p.requires_grad},
             {k: p for k, p in named.items() if not p.requires_grad})
+
+
+def _aliases(module: nn.Module, trainable: dict[str, nn.Parameter]) -> list[tuple[str, str]]:
+    """``(alias, name)`` for each other module slot holding the trainable parameter ``name``
+    (tied weights); a shared module's one slot is reached under several names, but listed once."""
+    names = {id(p): name for name, p in trainable.items()}
+    seen: set[tuple[int, str]] = set()
+    out = []
+    for full, p in module.named_parameters(remove_duplicate=False):
+        owner, _, attr = full.rpartition(".")
+        slot = (id(module.get_submodule(owner)), attr)
+        if slot not in seen:
+            seen.add(slot)
+            if id(p) in names and names[id(p)] != full:
+                out.append((full, names[id(p)]))
+    return out
 
 
 def _submodules(module: nn.Module) -> list[nn.Module]:

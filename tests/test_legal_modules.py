@@ -226,3 +226,19 @@ def test_the_traced_step_runs_what_the_module_runs(make):
     assert_close(traced[0], eager[0], rtol=1e-12, atol=1e-12)
     for k in params:
         assert_close(traced[1][k], eager[1][k], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", [*LEGAL.values(), _hooked], ids=[*LEGAL.keys(), "forward hook"])
+def test_no_path_changes_the_modules_parameters(make):
+    # NOTE [shared submodules]: functional_call(tie_weights=True) used to leave a shared
+    # module holding the swapped-in tensor instead of its Parameter.
+    model = make()
+    before = [(name, p) for name, p in model.named_parameters(remove_duplicate=False)]
+    f, params = fg.functionalize(model)
+    X = _X()
+    f(params, X)
+    fg.derivatives(f)(params, X)
+    fg.value_and_grad(lambda p, X: fg.laplacian(f)(p, X).pow(2).mean(), compile=True)(params, X)
+    after = [(name, p) for name, p in model.named_parameters(remove_duplicate=False)]
+    assert [n for n, _ in after] == [n for n, _ in before]
+    assert all(a is b and type(a) is nn.Parameter for (_, a), (_, b) in zip(after, before))
