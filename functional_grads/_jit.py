@@ -126,18 +126,22 @@ def _batch_mask(args: tuple[Any, ...], static: tuple[int, ...]) -> list[bool]:
 
 def _lift_constants(graph: torch.fx.GraphModule, mode: Any) -> list[Tensor]:
     """Turn the graph's captured tensors into trailing inputs; return them (live, not copies)."""
-    nodes = [n for n in graph.graph.nodes if n.op == "get_attr" and isinstance(getattr(graph, n.target), Tensor)]
+    nodes = [n for n in graph.graph.nodes if n.op == "get_attr" and isinstance(getattr(graph, n.target, None), Tensor)]
     last = [n for n in graph.graph.nodes if n.op == "placeholder"][-1]
     constants: list[Tensor] = []
+    lifted: dict[str, Any] = {}  # one input per captured tensor, however many nodes read it
     for node in nodes:
-        t = getattr(graph, node.target)
-        with graph.graph.inserting_after(last):
-            last = graph.graph.placeholder(f"constant_{len(constants)}")
-        last.meta = dict(node.meta, val=mode.from_tensor(t))
-        node.replace_all_uses_with(last)
+        if node.target not in lifted:
+            t = getattr(graph, node.target)
+            with graph.graph.inserting_after(last):
+                last = graph.graph.placeholder(f"constant_{len(constants)}")
+            last.meta = dict(node.meta, val=mode.from_tensor(t))
+            lifted[node.target] = last
+            constants.append(t.detach())  # an alias: in-place changes are seen, autograd is not involved
+        node.replace_all_uses_with(lifted[node.target])
         graph.graph.erase_node(node)
-        delattr(graph, node.target)
-        constants.append(t.detach())  # an alias: in-place changes are seen, autograd is not involved
+    for target in lifted:
+        delattr(graph, target)
     graph.recompile()
     return constants
 

@@ -320,3 +320,14 @@ def test_a_traced_step_draws_as_eager_from_the_global_generator_and_a_generator_
         for _ in range(3):  # the generator advances in both
             _assert_steps_agree(step, eager, params, X, X.flip(0))
     assert any("a torch.Generator" in r.getMessage() for r in caplog.records)
+
+
+def test_a_captured_tensor_read_in_several_places_is_one_graph_input(caplog):
+    W = torch.randn(3, 3, dtype=torch.float64)
+    loss = lambda p, X: fg.input_grad(lambda q, x: (torch.tanh(x @ W) * q).sum() + (x @ W).sum())(p, X).pow(2).sum()  # noqa: E731
+    p, X = torch.tensor(0.5, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    with caplog.at_level("WARNING", logger="functional_grads"):
+        traced = fg.value_and_grad(loss, compile=True)(p, X)
+    assert not caplog.records  # traced, not fallen back
+    eager = fg.value_and_grad(loss)(p, X)
+    torch.testing.assert_close(traced, eager, rtol=1e-12, atol=1e-12)
