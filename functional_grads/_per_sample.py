@@ -155,6 +155,17 @@ def scalar_output(api: str, f: Callable[..., Any], has_aux: bool = False) -> Cal
     return g
 
 
+def component_output(api: str, f: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``f`` so that its per-sample output must be a tensor; ``[1]`` becomes ``[]`` (one
+    scalar per sample), any other shape ``[*out]`` is kept (an operator then acts per component)."""
+
+    def g(*args: Any) -> Any:
+        out = _checks.check_tensor_output(api, f(*args))
+        return out.reshape(()) if out.shape == (1,) else out
+
+    return g
+
+
 def same_shape_output(api: str, f: Callable[..., Any], argnums: int) -> Callable[..., Any]:
     """Wrap a vector field ``f`` so that its per-sample output must be shaped like its input."""
 

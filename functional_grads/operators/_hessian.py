@@ -8,7 +8,7 @@ import torch
 from torch.func import grad, jacrev
 
 from .. import _checks
-from .._per_sample import check_in_dims, map_samples, scalar_output
+from .._per_sample import check_in_dims, component_output, map_samples, scalar_output
 from .._typing import InDims, PerSampleFn, Randomness
 
 
@@ -21,13 +21,15 @@ def input_hessian(
     chunk_size: int | None = None,
     randomness: Randomness = "error",
 ) -> Callable[..., Any]:
-    """Per-sample Hessian of a scalar-per-sample ``f`` w.r.t. its batched input.
+    """Per-sample Hessian of ``f`` w.r.t. its batched input, for each output component.
 
     Args:
+      f: ``f(params, x) -> []`` (or ``[1]``), or ``[*out]`` (a Hessian per component).
       argnums, in_dims, chunk_size, randomness: as in :func:`functional_grads.input_grad`.
 
     Returns:
-      A function ``(params, X) -> H [B, *x_shape, *x_shape]``.
+      A function ``(params, X) -> H [B, *x_shape, *x_shape]`` (``[B, *out, *x_shape, *x_shape]``
+      for a vector output).
 
     Example:
       >>> f = lambda p, x: (p["w"] * x**2).sum()     # [3] -> []
@@ -42,8 +44,8 @@ def input_hessian(
     check_in_dims(api, in_dims, argnums)
     # NOTE [hessian composition]: torch.func.hessian is jacfwd(jacrev(f)); under an
     # outer grad it fails to compile on torch 2.13 (fake-tensor error), while
-    # jacrev(grad(f)) compiles and is exact, so we use reverse-over-reverse.
-    h = jacrev(grad(scalar_output(api, f), argnums=argnums), argnums=argnums)
+    # jacrev(jacrev(f)) compiles and is exact, so we use reverse-over-reverse.
+    h = jacrev(jacrev(component_output(api, f), argnums=argnums), argnums=argnums)
 
     def input_hessian_fn(*args: Any) -> Any:
         return map_samples(api, h, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness,

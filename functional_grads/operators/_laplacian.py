@@ -9,19 +9,18 @@ ones over random probes (Hutchinson) or a random subset of directions (STDE).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 from torch import Tensor
-from torch.func import grad, grad_and_value, jvp, vmap
+from torch.func import jvp, vmap
 from torch.overrides import TorchFunctionMode
 
 from .. import _checks, _random
-from .._context import compiling
-from .._per_sample import check_in_dims, inner_randomness, map_samples, scalar_output
+from .._per_sample import check_in_dims, component_output, inner_randomness, map_samples
 from .._typing import InDims, LaplacianMethod, PerSampleFn, Probe, Randomness, choices
-from . import _forward_laplacian
 from ._hessian import input_hessian
+from ._taylor import Directional
 
 _STOCHASTIC = ("hutchinson", "stde")
 
@@ -123,7 +122,7 @@ def _operator(
     api: str, f: PerSampleFn, method: Any, dims: Any, weights: Any, num_samples: Any, probe: Any,
     argnums: int, in_dims: InDims, chunk_size: int | None, randomness: Randomness, bundle: bool = False,
 ) -> Callable[[tuple[Any, ...], torch.Generator | None], tuple[Any, Any, Tensor]]:
-    """``(args, generator) -> (values or None, grads or None, operator [B])``."""
+    """``(args, generator) -> (values or None, grads or None, operator [B, *out])``."""
     _checks.check_callable(api, f)
     _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
     check_in_dims(api, in_dims, argnums)
@@ -132,56 +131,88 @@ def _operator(
     _checks.check_choice(api, "probe", probe, _random.PROBES)
     if weights is not None and not isinstance(weights, Tensor):
         raise TypeError(f"{api}: weights must be a tensor [K, K] (K = len(dims)), got {type(weights).__name__}.")
-    scalar = scalar_output(api, f)
+    field = component_output(api, f)
+    options: dict[str, Any] = dict(argnums=argnums, in_dims=in_dims, chunk_size=chunk_size, randomness=randomness)
+    methods: dict[str, _Method] = {
+        "forward": _Forward(Directional(api, field, **options)),
+        "taylor": _Taylor(api, field, **options),
+        "hessian": _HessianTrace(input_hessian(f, **options), argnums),
+    }
 
     def run(args: tuple[Any, ...], generator: torch.Generator | None) -> tuple[Any, Any, Tensor]:
         X = _checks.check_batch(api, args, argnums)
         V, w = _directions(api, X, dims, weights, span=bundle)
-        fast = _forward_laplacian.supports(f, X, argnums) and len(args) == 2
-        chosen = _auto(fast, X) if method == "auto" else method
+        chosen = _auto() if method == "auto" else method
         if chosen in _STOCHASTIC:
             V, w = _draw(chosen, X, V, w, num_samples, probe, generator)
-        if fast and chosen != "hessian" and chosen != "taylor":
-            value, J, op = _forward_laplacian.forward_laplacian(api, f, args[0], X, V, w)  # type: ignore[arg-type]
-            grads = J[:, -V.shape[-1]:].reshape(X.shape) if bundle else None
-            return value, grads, op
-        if chosen == "hessian":
-            H = input_hessian(f, argnums=argnums, in_dims=in_dims, chunk_size=chunk_size, randomness=randomness)(*args)
-            H = H.reshape(X.shape[0], V.shape[-1], V.shape[-1])
-            return None, None, torch.einsum("bij,ki,kj,k->b", H, V, V, w)
-        per_sample = V.ndim == 3  # stochastic draws differ per sample
-        inner = inner_randomness(randomness)
-        one = _bundle_one if bundle else (_taylor_one if chosen == "taylor" else _hvp_one)
-
-        def fn(*a: Any) -> Any:
-            *rest, Vs, ws = a if per_sample else (*a, V, w)
-            return one(scalar, list(rest), argnums, Vs, ws, inner)
-
-        out = map_samples(api, fn, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness,
-                          in_dims=in_dims, extra=(V, w) if per_sample else ())
-        return out if bundle else (None, None, out)
+        value, tangents, op = methods["forward" if chosen in _STOCHASTIC else chosen](args, V, w)
+        if not bundle:
+            return None, None, op
+        D = X[0].numel()  # the last D directions are the basis: their tangents are the gradient
+        grads = tangents[-D:].movedim(0, -1)
+        return value, grads.reshape(*grads.shape[:-1], *X.shape[1:]), op
 
     return run
 
 
-def _hvp_one(f: Callable[..., Tensor], args: list[Any], argnums: int, V: Tensor, w: Tensor, randomness: str) -> Tensor:
-    """Forward-over-reverse: ``sum_k w_k v_k . (H v_k)`` for one sample."""
-    x = args[argnums]
-    g = grad(_at(f, args, argnums))
-    hv = vmap(lambda v: jvp(g, (x,), (v.reshape(x.shape),))[1], randomness=randomness)(V)  # [K, *x_shape]
-    return (hv.reshape(V.shape) * V).sum(-1) @ w
+class _Method(Protocol):
+    """An exact method: ``(args, V, w) -> (value, tangents or None, sum_k w_k v_k^T H v_k)``
+    for directions ``V [K, D]`` and weights ``w [K]`` (or per sample: ``[B, K, D]``, ``[B, K]``);
+    ``value [B, *out]``, ``tangents [K, B, *out]`` (``v_k . grad f``), the operator ``[B, *out]``."""
+
+    def __call__(self, args: tuple[Any, ...], V: Tensor, w: Tensor) -> tuple[Any, Any, Tensor]: ...
 
 
-def _taylor_one(f: Callable[..., Tensor], args: list[Any], argnums: int, V: Tensor, w: Tensor, randomness: str) -> Tensor:
-    """Second-order forward mode (jvp of jvp): ``sum_k w_k v_k^T H v_k`` for one sample."""
-    x, fx = args[argnums], _at(f, args, argnums)
+class _Forward:
+    """Second-order Taylor mode through f's graph (the forward Laplacian, NOTE [Taylor engine])."""
 
-    def second(v: Tensor) -> Tensor:
-        v = v.reshape(x.shape)
-        return jvp(lambda y: jvp(fx, (y,), (v,))[1], (x,), (v,))[1]
+    def __init__(self, directional: Directional):
+        self.directional = directional
 
-    with _RefuseWrongSecondOrderJvp():
-        return vmap(second, randomness=randomness)(V) @ w
+    def __call__(self, args: tuple[Any, ...], V: Tensor, w: Tensor) -> tuple[Any, Any, Tensor]:
+        value, (tangents,), top = self.directional(args, V, w, 2)
+        return value, tangents, 2 * top
+
+
+class _Taylor:
+    """Second-order forward mode by nested ``jvp`` along each direction, per sample."""
+
+    def __init__(self, api: str, f: Callable[..., Tensor], *, argnums: int, in_dims: InDims, chunk_size: int | None,
+                 randomness: str):
+        self.api, self.f, self.argnums, self.in_dims = api, f, argnums, in_dims
+        self.chunk_size, self.randomness = chunk_size, randomness
+
+    def __call__(self, args: tuple[Any, ...], V: Tensor, w: Tensor) -> tuple[Any, Any, Tensor]:
+        per_sample, f, argnums, inner = V.ndim == 3, self.f, self.argnums, inner_randomness(self.randomness)
+
+        def one(*a: Any) -> Tensor:
+            *rest, Vs, ws = a if per_sample else (*a, V, w)
+            x, fx = rest[argnums], _at(f, rest, argnums)
+
+            def second(v: Tensor) -> Tensor:
+                v = v.reshape(x.shape)
+                return jvp(lambda y: jvp(fx, (y,), (v,))[1], (x,), (v,))[1]
+
+            with _RefuseWrongSecondOrderJvp():
+                return torch.tensordot(ws.to(x.dtype), vmap(second, randomness=inner)(Vs), 1)
+
+        op = map_samples(self.api, one, args, argnums=argnums, chunk_size=self.chunk_size,
+                         randomness=self.randomness, in_dims=self.in_dims, extra=(V, w) if per_sample else ())
+        return None, None, op
+
+
+class _HessianTrace:
+    """The trace of the full Hessian ``[B, *out, D, D]`` against the directions."""
+
+    def __init__(self, hessian: Callable[..., Tensor], argnums: int):
+        self.hessian, self.argnums = hessian, argnums
+
+    def __call__(self, args: tuple[Any, ...], V: Tensor, w: Tensor) -> tuple[Any, Any, Tensor]:
+        H, D, n = self.hessian(*args), V.shape[-1], args[self.argnums].ndim - 1
+        H = H.reshape(*H.shape[:H.ndim - 2 * n], D, D)  # [B, *out, *x_shape, *x_shape] -> [B, *out, D, D]
+        if V.ndim == 3:
+            return None, None, torch.einsum("b...ij,bki,bkj,bk->b...", H, V, V, w)
+        return None, None, torch.einsum("b...ij,ki,kj,k->b...", H, V, V, w)
 
 
 class _RefuseWrongSecondOrderJvp(TorchFunctionMode):
@@ -201,15 +232,6 @@ class _RefuseWrongSecondOrderJvp(TorchFunctionMode):
 _NORMS = {torch.nn.functional.layer_norm, torch.nn.functional.batch_norm, torch.nn.functional.group_norm,
           torch.nn.functional.instance_norm, torch.layer_norm, torch.batch_norm, torch.group_norm,
           torch.instance_norm}
-
-
-def _bundle_one(f: Callable[..., Tensor], args: list[Any], argnums: int, V: Tensor, w: Tensor,
-                randomness: str) -> tuple[Tensor, Tensor, Tensor]:
-    """``(value, grad, sum_k w_k v_k^T H v_k)`` for one sample, one forward-over-reverse pass."""
-    x = args[argnums]
-    gv = grad_and_value(_at(f, args, argnums))
-    (g, value), (hv, _) = vmap(lambda v: jvp(gv, (x,), (v.reshape(x.shape),)), randomness=randomness)(V)  # type: ignore[misc]
-    return value[0], g[0], (hv.reshape(V.shape) * V).sum(-1) @ w
 
 
 def _at(f: Callable[..., Tensor], args: list[Any], argnums: int) -> Callable[[Tensor], Tensor]:
@@ -279,13 +301,10 @@ def _draw(method: str, X: Tensor, V: Tensor, w: Tensor, n: int, probe: str,
     return V[pick], w[pick] * (K / pick.shape[1])
 
 
-def _auto(fast: bool, X: Tensor) -> str:
-    # NOTE [laplacian auto]: the forward Laplacian (MLPs from functionalize) is the fastest
-    # exact method at every D measured (benchmarks/operators.py) and compiles. For other
-    # functions, forward-over-reverse beats the Hessian trace eagerly, but under
-    # torch.compile jvp through functional_call hits "ZeroTensors are immutable"
-    # (pytorch/pytorch#177261, as NOTE [jacfwd under compile]), so "auto" takes the
-    # Hessian trace there, which compiles.
-    if fast or not compiling():
-        return "forward"
-    return "hessian"
+def _auto() -> str:
+    # NOTE [laplacian auto]: the Taylor engine (the forward Laplacian of any traced f) is the
+    # fastest exact method at every D measured (benchmarks/operators.py), eagerly and in
+    # compile=True's trace. Under torch.compile (dynamo) it cannot trace, and the fallback's
+    # jvp through functional_call hits "ZeroTensors are immutable" (pytorch/pytorch#177261,
+    # as NOTE [jacfwd under compile]), so "auto" takes the Hessian trace there, which compiles.
+    return "hessian" if torch.compiler.is_compiling() else "forward"

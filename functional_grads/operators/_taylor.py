@@ -1,0 +1,359 @@
+"""The Taylor engine: ``f`` traced to aten ops once per call signature, then Taylor
+coefficients along K directions pushed through the graph by the per-op rules of
+``_rules.py`` (NOTE [Taylor engine]).
+
+NOTE [Taylor engine]: the operators run what ``module(x)`` runs, not a model of it: the
+per-sample function, mapped over the batch as every transform maps it (``in_dims``), is
+traced with ``make_fx`` (symbolic batch size, inductor's decompositions, mutations removed),
+so shared submodules, tied weights, hooks and instance-level ``forward`` overrides are in
+the graph as they run. The graph is then interpreted with ordinary torch ops: the result is
+differentiable w.r.t. the params (an outer ``grad``), works under ``torch.func`` transforms,
+and, inside a ``compile=True`` trace, becomes part of the compiled step. The trace is cached
+per signature (tree structure, non-tensor leaves, dtypes, devices, static sizes, the state
+of the modules ``f`` reaches) and guarded on the batch sizes, as ``compile=True`` is
+(NOTE [traced steps]): ``f`` must be a pure function of its arguments and modules. What
+``make_fx`` cannot trace (data-dependent control flow) or an op without a rule on an
+input-dependent value raises :class:`Unsupported`; the operators then fall back to
+forward-over-reverse for the whole ``f`` and log the reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import operator
+import types
+from collections import OrderedDict
+from typing import Any, Callable, NamedTuple, Sequence
+
+import optree
+import torch
+from torch import Tensor
+from torch.func import jacrev, jvp, vmap
+
+from .. import _guards, _jit
+from .._per_sample import inner_randomness, map_samples
+from .._typing import InDims
+from ._rules import Jet, Mode, NoRule, rule_for
+
+logger = logging.getLogger("functional_grads")
+
+
+class Unsupported(Exception):
+    """The engine cannot run ``f``: the reason, for the log line of the fallback."""
+
+
+class _Graph(NamedTuple):
+    graph: torch.fx.GraphModule
+    constants: list[Tensor]
+    guard: Callable[[list[Tensor]], Any]
+    last_use: dict[Any, list[Any]]
+
+
+class Engine:
+    """``engine(args, tangent, mode) -> (value [B, *out], jet)`` for a per-sample ``f``.
+
+    ``tangent`` is the first Taylor coefficient of ``X = args[argnums]``: ``[K, 1, *x_shape]``
+    (the same directions for every sample) or ``[K, B, *x_shape]``.
+    """
+
+    def __init__(self, api: str, f: Callable[..., Tensor], argnums: int, in_dims: InDims, randomness: str):
+        self.api, self.f, self.argnums, self.in_dims, self.randomness = api, f, argnums, in_dims, randomness
+        self.roots = _guards.reachable_modules(f)
+        self.cache = _cache((_fn_key(f), api, argnums, in_dims, randomness))
+
+    def __call__(self, args: Sequence[Any], tangent: Tensor, mode: Mode) -> tuple[Tensor, Jet]:
+        if torch.compiler.is_compiling():
+            raise Unsupported("torch.compile (dynamo) cannot trace make_fx; the traced path (compile=True) can")
+        leaves, spec = optree.tree_flatten(tuple(args))  # type: ignore[arg-type,var-annotated]
+        tensors = [t for t in leaves if isinstance(t, Tensor)]
+        g = self._graph(args, leaves, spec, tensors)
+        x = sum(isinstance(t, Tensor) for a in args[: self.argnums] for t in optree.tree_leaves(a))
+        try:
+            (value,), (jet,) = _propagate(g, [*tensors, *g.constants], {x: [tangent, *[None] * (mode.order - 1)]}, mode)
+        except NoRule as e:
+            raise Unsupported(str(e)) from None
+        return value, _expanded(jet, value, tangent.shape[0], mode)
+
+    def _graph(self, args: Sequence[Any], leaves: list[Any], spec: Any, tensors: list[Tensor]) -> _Graph:
+        batch = self._batched(args)
+        key = (spec, tuple(t for t in leaves if not isinstance(t, Tensor)),
+               tuple((t.dtype, t.device, tuple(t.shape[1:] if b else t.shape)) for t, b in zip(tensors, batch)),
+               None if self.roots is None else _guards.module_state(self.roots))
+        for g in self.cache.get(key, []):
+            if g.guard(tensors):
+                return g
+        g = self._trace(args, spec, leaves)
+        if not g.guard(tensors):
+            raise Unsupported("the trace's shape guards reject the arguments it was traced from")
+        self.cache.setdefault(key, []).append(g)
+        return g
+
+    def _batched(self, args: Sequence[Any]) -> list[bool]:
+        dims = self.in_dims or tuple(0 if i == self.argnums else None for i in range(len(args)))
+        return [d == 0 for a, d in zip(args, dims) for t in optree.tree_leaves(a) if isinstance(t, Tensor)]
+
+    def _trace(self, args: Sequence[Any], spec: Any, leaves: list[Any]) -> _Graph:
+        from torch._functorch.pyfunctorch import temporarily_clear_interpreter_stack
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+        from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing
+
+        api, f, argnums, in_dims, randomness = self.api, self.f, self.argnums, self.in_dims, self.randomness
+
+        def per_sample(*a: Any) -> Tensor:
+            return map_samples(api, f, a, argnums=argnums, chunk_size=None, randomness=randomness, in_dims=in_dims)
+
+        dims = in_dims or tuple(0 if i == argnums else None for i in range(len(args)))
+        static = tuple(i for i, d in enumerate(dims) if d is None)
+        # Outside any trace or transform around us: the graph is of f alone, on stand-ins.
+        with disable_proxy_modes_tracing(), unset_fake_temporarily(), temporarily_clear_interpreter_stack():
+            stand_ins = optree.tree_unflatten(spec, [_stand_in(t) if isinstance(t, Tensor) else t for t in leaves])
+            try:
+                traced = _jit.trace(torch.func.functionalize(per_sample), tuple(stand_ins), static)
+            except Exception as e:  # noqa: BLE001 - the fallback runs f again: a user's mistake raises there
+                raise Unsupported(f"{type(e).__name__}: {_short(e)}") from None
+            guard, _ = _jit.shape_guard(traced)
+        return _Graph(traced.graph, traced.constants, guard, _last_uses(traced.graph))
+
+
+# NOTE [trace cache]: operators are often built inside the loss (fg.laplacian(f)(p, X)),
+# so a new Engine per call; its traces are kept here, by what f computes: the same object,
+# or a function with the same code, closure contents and defaults (the lambda a loss
+# rebuilds on every call). Closure values that are not numbers, strings or functions count
+# by identity, as jax.jit counts them. The least recently used of 256 are dropped.
+_CACHES: OrderedDict[Any, dict[Any, list[_Graph]]] = OrderedDict()
+
+
+def _cache(key: Any) -> dict[Any, list[_Graph]]:
+    if key in _CACHES:
+        _CACHES.move_to_end(key)
+    else:
+        _CACHES[key] = {}
+        if len(_CACHES) > 256:
+            _CACHES.popitem(last=False)
+    return _CACHES[key]
+
+
+class _Ref:
+    """An object compared by identity (and kept alive, so that its id is not reused)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, _Ref) and other.obj is self.obj
+
+
+def _fn_key(f: Any, depth: int = 0) -> Any:
+    if isinstance(f, types.FunctionType) and depth < 4:
+        cells = []
+        for cell in f.__closure__ or ():
+            try:
+                cells.append(_value_key(cell.cell_contents, depth))
+            except ValueError:  # an empty cell
+                cells.append(None)
+        return (f.__code__, tuple(cells), _value_key(f.__defaults__, depth),
+                _value_key(tuple(sorted((f.__kwdefaults__ or {}).items())), depth))
+    if isinstance(f, functools.partial):
+        return (functools.partial, _fn_key(f.func, depth + 1), _value_key(f.args, depth),
+                _value_key(tuple(sorted(f.keywords.items())), depth))
+    return _Ref(f)
+
+
+def _value_key(v: Any, depth: int) -> Any:
+    if v is None or type(v) in (bool, int, float, str, torch.dtype, torch.device):
+        return (type(v), v)
+    if type(v) is tuple:
+        return tuple(_value_key(x, depth) for x in v)
+    if isinstance(v, (types.FunctionType, functools.partial)):
+        return _fn_key(v, depth + 1)
+    return _Ref(v)
+
+
+def _short(e: Exception) -> str:
+    return " ".join(str(e).split())[:300]
+
+
+def _stand_in(t: Tensor) -> Tensor:
+    """A plain tensor with ``t``'s dtype, device and (hinted) sizes, to trace with."""
+    shape = [s.node.hint if isinstance(s, torch.SymInt) else s for s in t.shape]
+    return torch.empty(shape, dtype=t.dtype, device=t.device)
+
+
+def _last_uses(graph: torch.fx.GraphModule) -> dict[Any, list[Any]]:
+    """For each node, the values whose last use it is (freed after it runs: peak memory)."""
+    seen: set[Any] = set()
+    out: dict[Any, list[Any]] = {}
+    for node in reversed(graph.graph.nodes):
+        for used in node.all_input_nodes:
+            if used not in seen:
+                seen.add(used)
+                out.setdefault(node, []).append(used)
+    return out
+
+
+def _propagate(g: _Graph, inputs: list[Tensor], jets: dict[int, Jet], mode: Mode) -> tuple[list[Any], list[Any]]:
+    """Run the graph on ``inputs``, pushing the jets of the inputs at the given positions."""
+    env: dict[Any, Any] = {}
+    jet_env: dict[Any, Any] = {}
+    position = 0
+    for node in g.graph.graph.nodes:
+        if node.op == "placeholder":
+            env[node] = inputs[position]
+            if position in jets:
+                jet_env[node] = jets[position]
+            position += 1
+        elif node.op == "get_attr":
+            env[node] = getattr(g.graph, node.target)
+        elif node.op == "call_function":
+            args = torch.fx.node.map_arg(node.args, env.__getitem__)
+            kwargs = torch.fx.node.map_arg(node.kwargs, env.__getitem__)
+            out = node.target(*args, **kwargs)
+            env[node] = out
+            if any(n in jet_env for n in node.all_input_nodes):
+                if any(isinstance(v, torch.fx.Node) and v in jet_env for v in node.kwargs.values()):
+                    raise NoRule(f"{node.target} takes an input-dependent tensor as a keyword argument")
+                if node.target is operator.getitem:
+                    parent = jet_env.get(node.args[0])
+                    jet = None if parent is None else parent[node.args[1]]
+                else:
+                    in_jets = [_jets_of(a, jet_env) for a in node.args]
+                    jet = rule_for(node.target)(mode, args, kwargs, in_jets, out)
+                if jet is not None:
+                    jet_env[node] = jet
+        elif node.op == "output":
+            outs = node.args[0]
+            return [env[n] for n in outs], [jet_env.get(n) for n in outs]
+        for dead in g.last_use.get(node, ()):
+            env.pop(dead, None)
+            jet_env.pop(dead, None)
+    raise AssertionError("a graph without an output")  # pragma: no mutate (fx graphs end in one)
+
+
+def _jets_of(arg: Any, jet_env: dict[Any, Any]) -> Any:
+    if isinstance(arg, torch.fx.Node):
+        return jet_env.get(arg)
+    if isinstance(arg, (list, tuple)) and any(isinstance(a, torch.fx.Node) for a in arg):
+        parts = [_jets_of(a, jet_env) for a in arg]
+        return parts if any(p is not None for p in parts) else None
+    return None
+
+
+def _expanded(jet: Jet | None, value: Tensor, K: int, mode: Mode) -> Jet:
+    """Every coefficient at its full shape (``[K, *value.shape]``, or ``value.shape`` collapsed), zeros for None."""
+    out: Jet = []
+    for m in range(1, mode.order + 1):
+        c = None if jet is None else jet[m - 1]
+        shape = (K, *value.shape) if mode.per_direction(m) else tuple(value.shape)
+        if c is None:
+            out.append(value.new_zeros(shape))
+        else:
+            out.append(c.reshape(c.shape[0], *(1,) * (len(shape) - c.ndim), *c.shape[1:]).expand(shape)
+                       if mode.per_direction(m) else c.expand(shape))
+    return out
+
+
+
+class Directional:
+    """Taylor coefficients of ``f`` along directions: the engine, or forward-over-reverse
+    per sample when the engine cannot run ``f`` (NOTE [Taylor engine]).
+
+    ``directional(args, V, w, order) -> (value [B, *out], lower, top)``: ``V [K, D]`` (shared)
+    or ``[B, K, D]`` (per sample) directions in the flattened sample; ``lower[m - 1]
+    [K, B, *out]`` the coefficients of order ``m < order``; ``top`` the top order's:
+    ``sum_k w_k c_k [B, *out]`` for weights ``w [K]`` or ``[B, K]``, ``[K, B, *out]`` for
+    ``w=None``. ``c_m = D^m_v f / m!``.
+    """
+
+    def __init__(self, api: str, f: Callable[..., Tensor], *, argnums: int, in_dims: InDims,
+                 chunk_size: int | None, randomness: str, allow_engine: bool = True):
+        self.api, self.f, self.argnums, self.in_dims = api, f, argnums, in_dims
+        self.chunk_size, self.randomness = chunk_size, randomness
+        self.engine = Engine(api, f, argnums, in_dims, randomness) if allow_engine else None
+        self.reason: str | None = None
+        """Why the engine did not run ``f`` (the fallback's log line), or None."""
+
+    def __call__(self, args: Sequence[Any], V: Tensor, w: Tensor | None, order: int) -> tuple[Tensor, list[Tensor], Tensor]:
+        if self.engine is not None and self.reason is None:
+            try:
+                return self._engine(args, V, w, order)
+            except Unsupported as e:
+                self.reason = str(e)
+                logger.info("%s: the Taylor engine cannot run f (%s); using forward-over-reverse", self.api, e)
+        return self._fallback(args, V, w, order)
+
+    def _engine(self, args: Sequence[Any], V: Tensor, w: Tensor | None, order: int) -> tuple[Tensor, list[Tensor], Tensor]:
+        assert self.engine is not None
+        X = args[self.argnums]
+        shared = V.ndim == 2
+        collapse = w if shared and w is not None else None
+        mode = Mode(order, collapse)
+        B = X.shape[0]
+        chunk = self.chunk_size or B
+        values, jets = [], []
+        for start in range(0, B, chunk) if chunk < B else [0]:
+            part = _rows(args, self.argnums, self.in_dims, start, chunk) if chunk < B else list(args)
+            Xp = part[self.argnums]
+            Vp = V if shared else V[start:start + chunk]
+            K = Vp.shape[-2]
+            tangent = (Vp.reshape(K, 1, *Xp.shape[1:]) if shared
+                       else Vp.transpose(0, 1).reshape(K, Xp.shape[0], *Xp.shape[1:]))
+            value, jet = self.engine(part, tangent, mode)
+            values.append(value)
+            jets.append(jet)
+        value = values[0] if len(values) == 1 else torch.cat(values)
+        jet = jets[0] if len(jets) == 1 else [torch.cat(cs, 1 if mode.per_direction(m) else 0)
+                                              for m, cs in enumerate(zip(*jets), 1)]
+        top = jet[-1]
+        if w is not None and collapse is None:  # per-sample weights: collapse here
+            top = torch.einsum("kb...,bk->b...", top, w.to(top.dtype))
+        return value, jet[:-1], top
+
+    def _fallback(self, args: Sequence[Any], V: Tensor, w: Tensor | None, order: int) -> tuple[Tensor, list[Tensor], Tensor]:
+        f, argnums, inner = self.f, self.argnums, inner_randomness(self.randomness)
+        per_sample = V.ndim == 3
+
+        def one(*a: Any) -> Tensor:
+            *rest, Vs = a if per_sample else (*a, V)
+            x = rest[argnums]
+
+            def fx(y: Tensor) -> Tensor:
+                b = list(rest)
+                b[argnums] = y
+                return f(*b)
+
+            def along(v: Tensor) -> Tensor:
+                v = v.reshape(x.shape)
+                out = [fx(x)]
+                g = lambda y: _contract(jacrev(fx)(y), v)  # noqa: E731 - the first derivative by reverse mode
+                for m in range(1, order + 1):
+                    out.append(g(x) / math.factorial(m))
+                    g = (lambda h: lambda y: jvp(h, (y,), (v,))[1])(g)
+                return torch.stack(out)
+
+            return vmap(along, randomness=inner)(Vs)  # [K, order + 1, *out]
+
+        c = map_samples(self.api, one, args, argnums=argnums, chunk_size=self.chunk_size, randomness=self.randomness,
+                        in_dims=self.in_dims, extra=(V,) if per_sample else ())  # [B, K, order + 1, *out]
+        c = c.movedim(0, 2)  # [K, order + 1, B, *out]
+        value, lower, top = c[0, 0], [c[:, m] for m in range(1, order)], c[:, order]
+        if w is not None:
+            top = torch.einsum("kb...,k->b...", top, w) if w.ndim == 1 else torch.einsum("kb...,bk->b...", top, w)
+        return value, lower, top
+
+
+def _contract(jac: Tensor, v: Tensor) -> Tensor:
+    """``J v``: ``[*out, *x_shape]`` with ``v [*x_shape]`` -> ``[*out]``."""
+    return (jac * v).flatten(jac.ndim - v.ndim).sum(-1)
+
+
+def _rows(args: Sequence[Any], argnums: int, in_dims: InDims, start: int, size: int) -> list[Any]:
+    """Rows ``start:start + size`` of every argument mapped over the batch."""
+    dims = in_dims or tuple(0 if i == argnums else None for i in range(len(args)))
+    return [optree.tree_map(lambda t: t[start:start + size], a) if d == 0 else a for a, d in zip(args, dims)]
