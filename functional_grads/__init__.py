@@ -26,6 +26,7 @@ from ._typing import Params as Params
 from ._value_and_grad import grad as grad
 from ._value_and_grad import value_and_grad as value_and_grad
 from .inverse import optimize_input as optimize_input
+from .operators import biharmonic as biharmonic
 from .operators import derivatives as derivatives
 from .operators import divergence as divergence
 from .operators import hvp as hvp
@@ -33,6 +34,8 @@ from .operators import input_hessian as input_hessian
 from .operators import input_jacobian as input_jacobian
 from .operators import jacobian_trace as jacobian_trace
 from .operators import laplacian as laplacian
+from .operators import partial_derivative as partial_derivative
+from .operators import partials as partials
 
 __version__ = "0.3.0"
 
@@ -43,6 +46,7 @@ __all__ = [
     "Params",
     "apply_grads",
     "atoms",
+    "biharmonic",
     "derivatives",
     "distributed",
     "divergence",
@@ -63,6 +67,8 @@ __all__ = [
     "operators",
     "optim",
     "optimize_input",
+    "partial_derivative",
+    "partials",
     "perturb",
     "pgd",
     "robust_accuracy",

@@ -41,6 +41,9 @@ LaplacianMethod = Literal["auto", "hessian", "forward", "taylor", "hutchinson", 
 that forms the full derivative matrix is named after it (``"hessian"``, ``"jacobian"``);
 ``"forward"`` is directional forward mode; ``"hutchinson"`` random probes."""
 
+BiharmonicMethod = Literal["auto", "forward", "stde"]
+"""How ``biharmonic`` computes (names as in :data:`LaplacianMethod`)."""
+
 DivergenceMethod = Literal["auto", "jacobian", "forward", "hutchinson"]
 """How ``divergence`` computes (names as in :data:`LaplacianMethod`)."""
 

@@ -40,13 +40,15 @@ def laplacian(
     chunk_size: int | None = None,
     randomness: Randomness = "error",
 ) -> Callable[..., Tensor]:
-    """Per-sample Laplacian of a scalar-per-sample ``f``, or ``sum_ij A_ij d2f/dxi dxj``.
+    """Per-sample Laplacian of ``f`` (of each output component), or ``sum_ij A_ij d2f/dxi dxj``.
 
     Args:
-      f: ``f(params, x) -> []`` (or ``[1]``).
-      method: exact: ``"forward"`` (the forward Laplacian: for an ``nn.Sequential`` MLP from
-        ``functionalize``, value, tangents and Laplacian in one batched forward pass; for
-        any other ``f``, forward-over-reverse along each direction), ``"taylor"``
+      f: ``f(params, x) -> []`` (or ``[1]``), or ``[*out]`` (a vector field: the operator per
+        component, e.g. the vector Laplacian of a velocity).
+      method: exact: ``"forward"`` (collapsed Taylor mode, the forward Laplacian, for any
+        ``f``: value, tangents and Laplacian pushed through the ops ``f`` runs in one batched
+        pass, NOTE [Taylor engine]; forward-over-reverse per direction where ``f`` cannot be
+        traced), ``"taylor"``
         (second-order forward mode, jvp of jvp, along each direction), ``"hessian"``
         (the trace of the full ``[B, D, D]`` Hessian), or ``"auto"`` (NOTE [laplacian
         auto]). Stochastic, unbiased: ``"hutchinson"`` (mean of ``v^T A'' v`` over
@@ -68,7 +70,7 @@ def laplacian(
       argnums, in_dims, chunk_size, randomness: as in :func:`input_grad`.
 
     Returns:
-      A function ``(params, X) -> [B]``.
+      A function ``(params, X) -> [B]`` (``[B, *out]`` for a vector output).
 
     Example:
       >>> f = lambda p, x: (p["w"] * x**2).sum()
@@ -96,15 +98,18 @@ def derivatives(
 ) -> Callable[..., tuple[Tensor, Tensor, Tensor]]:
     """Value, input gradient and Laplacian in one pass, for PDE residuals.
 
-    ``u_t - nu * lap u + u * u_x`` needs all three; this runs the network once (the
-    forward Laplacian for MLPs, forward-over-reverse otherwise) instead of three times.
+    ``u_t - nu * lap u + u * u_x`` needs all three; this runs the network once (collapsed
+    Taylor mode, NOTE [Taylor engine]) instead of three times. For other partials (third and
+    fourth order, mixed) in one pass, see :func:`partials`.
 
     Args:
+      f: ``f(params, x) -> []`` (or ``[1]``), or ``[*out]`` (per component).
       dims, weights: the second-order operator, as in :func:`laplacian`.
       argnums, in_dims, chunk_size, randomness: as in :func:`input_grad`.
 
     Returns:
-      A function ``(params, X) -> (values [B], grads [B, *x_shape], laplacian [B])``.
+      A function ``(params, X) -> (values [B], grads [B, *x_shape], laplacian [B])``; for a
+      vector output ``(values [B, *out], Jacobian [B, *out, *x_shape], laplacian [B, *out])``.
 
     Example:
       >>> f = lambda p, x: (p["w"] * x**2).sum()

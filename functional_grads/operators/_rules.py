@@ -447,7 +447,8 @@ def _power(p: Any, x: Tensor, n: int) -> list[Tensor]:
     out, coef = [], 1.0
     for m in range(1, n + 1):
         coef = coef * (p - (m - 1))
-        out.append(coef * x ** (p - m))
+        # x^2 has no third derivative: not 0 * x^(-1), which is NaN at 0
+        out.append(torch.zeros_like(x) if isinstance(coef, float) and coef == 0 else coef * x ** (p - m))
     return out
 
 

@@ -71,7 +71,8 @@ class Engine:
         g = self._graph(args, leaves, spec, tensors)
         x = sum(isinstance(t, Tensor) for a in args[: self.argnums] for t in optree.tree_leaves(a))
         try:
-            (value,), (jet,) = _propagate(g, [*tensors, *g.constants], {x: [tangent, *[None] * (mode.order - 1)]}, mode)
+            first = tangent if mode.per_direction(1) else mode.collapse(tangent)  # order 1, collapsed: one direction
+            (value,), (jet,) = _propagate(g, [*tensors, *g.constants], {x: [first, *[None] * (mode.order - 1)]}, mode)
         except NoRule as e:
             raise Unsupported(str(e)) from None
         return value, _expanded(jet, value, tangent.shape[0], mode)

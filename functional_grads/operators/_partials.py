@@ -1,0 +1,264 @@
+"""Partial derivatives of any order, mixed ones and the biharmonic, from Taylor coefficients
+along directions (NOTE [partials from directions])."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from fractions import Fraction
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from .. import _checks
+from .._per_sample import check_in_dims, component_output
+from .._typing import BiharmonicMethod, InDims, PerSampleFn, Randomness, choices
+from ._laplacian import _draw
+from ._taylor import Directional
+
+Index = Sequence[int]
+
+
+def partials(
+    f: PerSampleFn,
+    wanted: Mapping[str, Index],
+    /,
+    *,
+    argnums: int = 1,
+    in_dims: InDims = None,
+    chunk_size: int | None = None,
+    randomness: Randomness = "error",
+) -> Callable[..., dict[str, Tensor]]:
+    """Several partial derivatives of ``f`` in one pass, by name (PDE residuals).
+
+    Args:
+      f: ``f(params, x) -> []`` (or ``[1]``), or ``[*out]`` (per component).
+      wanted: name -> multi-index: the coordinates (of the flattened sample) to differentiate
+        by, repeated for higher order: ``()`` the value, ``(1,)`` ``df/dx1``, ``(1, 1, 1, 1)``
+        ``d4f/dx1^4``, ``(0, 1)`` ``d2f/dx0 dx1``. The order of an index does not matter.
+      argnums, in_dims, chunk_size, randomness: as in :func:`input_grad`.
+
+    Returns:
+      A function ``(params, X) -> {name: [B] or [B, *out]}``. Every partial comes from one
+      propagation of Taylor coefficients along the union of the directions they need
+      (NOTE [partials from directions]).
+
+    Example:
+      >>> f = lambda p, x: x[0] ** 3 * x[1]                   # u(t, x) = t^3 x
+      >>> d = partials(f, {"u": (), "u_t": (0,), "u_ttx": (0, 0, 1)})(None, torch.ones(2, 2))
+      >>> d["u"], d["u_t"], d["u_ttx"]
+      (tensor([1., 1.]), tensor([3., 3.]), tensor([6., 6.]))
+    """
+    api = "partials"
+    _checks.check_callable(api, f)
+    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
+    check_in_dims(api, in_dims, argnums)
+    if not isinstance(wanted, Mapping) or not wanted:
+        raise TypeError(f"{api}: wanted must be a non-empty dict name -> multi-index, e.g. "
+                        f"{{'u_xx': (1, 1)}}; got {type(wanted).__name__}.")
+    indices = {name: _check_index(api, index) for name, index in wanted.items()}
+    directional = Directional(api, component_output(api, f), argnums=argnums, in_dims=in_dims,
+                              chunk_size=chunk_size, randomness=randomness)
+
+    def partials_fn(*args: Any) -> dict[str, Tensor]:
+        X = _checks.check_batch(api, args, argnums)
+        D = X[0].numel()
+        for name, index in indices.items():
+            _check_range(api, name, index, D)
+        order = max(len(i) for i in indices.values())
+        plan = {name: polarize(index) for name, index in indices.items() if index}
+        directions = sorted({v for terms in plan.values() for v in terms})
+        if not directions:  # values only
+            value, _, _ = directional(args, X.new_zeros(1, D), None, 1)
+            return {name: value for name in indices}
+        V = _vectors(directions, D, X)
+        value, lower, top = directional(args, V, None, order)
+        coefficients = [*lower, top]  # [K, B, *out] for orders 1..order
+        row = {v: k for k, v in enumerate(directions)}
+        out = {}
+        for name, index in indices.items():
+            if not index:
+                out[name] = value
+                continue
+            terms = plan[name]
+            w = X.new_tensor([float(terms[v]) for v in terms]) * math.factorial(len(index))
+            c = coefficients[len(index) - 1][[row[v] for v in terms]]
+            out[name] = torch.tensordot(w, c, 1)
+        return out
+
+    return partials_fn
+
+
+def partial_derivative(
+    f: PerSampleFn,
+    index: Index,
+    /,
+    *,
+    argnums: int = 1,
+    in_dims: InDims = None,
+    chunk_size: int | None = None,
+    randomness: Randomness = "error",
+) -> Callable[..., Tensor]:
+    """One partial derivative of any order: ``index=(0, 0, 0)`` is ``d3f/dx0^3``, ``(0, 1)``
+    is ``d2f/dx0 dx1`` (coordinates of the flattened sample, repeated for higher order).
+
+    Args:
+      f: ``f(params, x) -> []`` (or ``[1]``), or ``[*out]`` (per component).
+      index: the multi-index; ``()`` is ``f`` itself.
+      argnums, in_dims, chunk_size, randomness: as in :func:`input_grad`.
+
+    Returns:
+      A function ``(params, X) -> [B]`` (``[B, *out]`` for a vector output), by collapsed
+      Taylor mode of order ``len(index)`` (NOTE [partials from directions]).
+
+    Example:
+      >>> f = lambda p, x: torch.sin(x[0]) * x[1] ** 2
+      >>> partial_derivative(f, (0, 0, 0))(None, torch.zeros(1, 2) + 1.0)   # -cos(1) * 1
+      tensor([-0.5403])
+    """
+    api = "partial_derivative"
+    _checks.check_callable(api, f)
+    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
+    check_in_dims(api, in_dims, argnums)
+    index = _check_index(api, index)
+    directional = Directional(api, component_output(api, f), argnums=argnums, in_dims=in_dims,
+                              chunk_size=chunk_size, randomness=randomness)
+    terms = polarize(index) if index else {}
+
+    def partial_derivative_fn(*args: Any) -> Tensor:
+        X = _checks.check_batch(api, args, argnums)
+        _check_range(api, "index", index, X[0].numel())
+        if not index:
+            return directional(args, X.new_zeros(1, X[0].numel()), None, 1)[0]
+        V = _vectors(list(terms), X[0].numel(), X)
+        w = X.new_tensor([float(c) for c in terms.values()]) * math.factorial(len(index))
+        return directional(args, V, w, len(index))[2]
+
+    return partial_derivative_fn
+
+
+def biharmonic(
+    f: PerSampleFn,
+    /,
+    *,
+    method: BiharmonicMethod = "auto",
+    dims: Sequence[int] | None = None,
+    num_samples: int = 1,
+    generator: torch.Generator | None = None,
+    argnums: int = 1,
+    in_dims: InDims = None,
+    chunk_size: int | None = None,
+    randomness: Randomness = "error",
+) -> Callable[..., Tensor]:
+    """Per-sample biharmonic ``lap lap f = sum_ij d4f/dxi^2 dxj^2`` (plates, Cahn-Hilliard).
+
+    Args:
+      f: ``f(params, x) -> []`` (or ``[1]``), or ``[*out]`` (per component).
+      method: ``"forward"`` (exact: collapsed fourth-order Taylor mode along the ``K^2``
+        directions ``e_i`` and ``e_i +- e_j``, NOTE [partials from directions]; ``"auto"``
+        is this), or ``"stde"`` (unbiased: ``num_samples`` of those directions per sample,
+        drawn without replacement and reweighted; cheap in high dimension).
+      dims: the coordinates (of the flattened sample) it acts on; default all.
+      num_samples, generator: ``"stde"``'s directions per sample and their generator.
+      argnums, in_dims, chunk_size, randomness: as in :func:`input_grad`.
+
+    Returns:
+      A function ``(params, X) -> [B]`` (``[B, *out]`` for a vector output).
+
+    Example:
+      >>> f = lambda p, x: (x ** 2).sum() ** 2                # |x|^4: lap lap = 8 D (D + 2)
+      >>> biharmonic(f)(None, torch.zeros(1, 3))
+      tensor([120.])
+    """
+    api = "biharmonic"
+    _checks.check_callable(api, f)
+    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
+    check_in_dims(api, in_dims, argnums)
+    _checks.check_choice(api, "method", method, choices(BiharmonicMethod))
+    _checks.check_number(api, "num_samples", num_samples, low=1, integer=True)
+    directional = Directional(api, component_output(api, f), argnums=argnums, in_dims=in_dims,
+                              chunk_size=chunk_size, randomness=randomness)
+
+    def biharmonic_fn(*args: Any) -> Tensor:
+        X = _checks.check_batch(api, args, argnums)
+        D = X[0].numel()
+        idx = list(range(D)) if dims is None else _check_dims(api, dims, D)
+        V, w = _biharmonic_directions(idx, D, X)
+        if method == "stde":
+            V, w = _draw("stde", X, V, w, num_samples, "rademacher", generator)
+        return directional(args, V, w, 4)[2]
+
+    return biharmonic_fn
+
+
+# NOTE [partials from directions]: a partial derivative of order n is a combination of n-th
+# directional derivatives D^n_v f = n! c_n(v), the top Taylor coefficient along v. For a
+# multi-index (i_1, ..., i_n), polarization gives d^n f / dx_i1 ... dx_in =
+# 1 / (2^(n-1) n!) sum over signs s (s_1 = +1) of (prod s) D^n_(sum_j s_j e_ij) f: at most
+# 2^(n-1) directions, fewer once multiples of one direction are merged (D^n_(a v) =
+# a^n D^n_v): a pure partial d^n/dx_i^n is the single direction e_i. The biharmonic is
+# sum_i a D^4_(e_i) + 1/6 sum_(i<j) (D^4_(e_i + e_j) + D^4_(e_i - e_j)) with
+# a = 1 - (K - 1) / 3 (expand (e_i +- e_j)^4: the odd mixed terms cancel), K^2 directions.
+# The weighted sum is collapsed at every op (NOTE [collapsed Taylor mode]): only the lower
+# three orders are kept per direction. `partials` keeps every order per direction, so that
+# one propagation along the union of directions serves partials of different orders.
+
+
+def polarize(index: Sequence[int]) -> dict[tuple[tuple[int, int], ...], Fraction]:
+    """``{direction: weight}`` with ``d^n f / dx_index = sum weight * D^n_direction f``; a
+    direction is a sorted tuple of ``(coordinate, integer coefficient)``, its first one positive."""
+    n = len(index)
+    out: dict[tuple[tuple[int, int], ...], Fraction] = {}
+    for signs in itertools.product((1, -1), repeat=n - 1):
+        s = (1, *signs)
+        coef: dict[int, int] = {}
+        for i, sign in zip(index, s):
+            coef[i] = coef.get(i, 0) + sign
+        v = sorted((i, c) for i, c in coef.items() if c)
+        if not v:
+            continue
+        g = math.gcd(*(c for _, c in v)) * (1 if v[0][1] > 0 else -1)  # v = g * base
+        base = tuple((i, c // g) for i, c in v)
+        out[base] = out.get(base, Fraction(0)) + Fraction(math.prod(s) * g ** n, 2 ** (n - 1) * math.factorial(n))
+    return {v: w for v, w in out.items() if w}
+
+
+def _vectors(directions: Sequence[tuple[tuple[int, int], ...]], D: int, X: Tensor) -> Tensor:
+    V = X.new_zeros(len(directions), D)
+    for k, v in enumerate(directions):
+        for i, c in v:
+            V[k, i] = c
+    return V
+
+
+def _biharmonic_directions(idx: list[int], D: int, X: Tensor) -> tuple[Tensor, Tensor]:
+    K = len(idx)
+    eye = torch.eye(D, dtype=X.dtype, device=X.device)[idx]
+    pairs = [(i, j) for i in range(K) for j in range(i + 1, K)]
+    V = torch.cat([eye, *([torch.stack([eye[i] + eye[j] for i, j in pairs]),
+                           torch.stack([eye[i] - eye[j] for i, j in pairs])] if pairs else [])])
+    a = 1 - (K - 1) / 3
+    w = torch.cat([X.new_full((K,), 24 * a), X.new_full((2 * len(pairs),), 4.0)])
+    return V, w
+
+
+def _check_index(api: str, index: Any) -> tuple[int, ...]:
+    if not isinstance(index, (tuple, list)) or any(not isinstance(i, int) or isinstance(i, bool) or i < 0
+                                                    for i in index):
+        raise TypeError(f"{api}: a multi-index must be a tuple of coordinates (non-negative ints), e.g. (0, 1) "
+                        f"for d2f/dx0 dx1; got {index!r}.")
+    return tuple(index)
+
+
+def _check_range(api: str, name: str, index: tuple[int, ...], D: int) -> None:
+    if any(i >= D for i in index):
+        raise ValueError(f"{api}: {name} = {index!r} names a coordinate outside the flattened sample's {D}.")
+
+
+def _check_dims(api: str, dims: Any, D: int) -> list[int]:
+    idx = list(dims)
+    if not idx or any(not isinstance(i, int) or not 0 <= i < D for i in idx) or len(set(idx)) != len(idx):
+        raise ValueError(f"{api}: dims must be distinct ints in [0, {D}) (coordinates of the flattened "
+                         f"sample), got {dims!r}.")
+    return idx
