@@ -152,6 +152,15 @@ def check_tensor_output(api: str, out: Any, what: str = "f") -> Tensor:
     return out
 
 
+def check_dims(api: str, dims: Any, D: int) -> list[int]:
+    """``dims`` as a list: distinct coordinates of a flattened sample of ``D`` elements."""
+    idx = list(dims)
+    if not idx or any(not isinstance(i, int) or not 0 <= i < D for i in idx) or len(set(idx)) != len(idx):
+        raise ValueError(f"{api}: dims must be distinct ints in [0, {D}) (coordinates of the flattened "
+                         f"sample), got {dims!r}.")
+    return idx
+
+
 def not_scalar_per_sample(api: str, shape: Sequence[int]) -> ValueError:
     return ValueError(
         f"{api}: f must return one scalar per sample (shape [] or [1]), but its per-sample "

@@ -186,6 +186,34 @@ def test_hutchinson_divergence_is_unbiased():
     assert ((draws.mean(0) - exact).abs() < 4 * draws.std(0) / math.sqrt(300) + 1e-12).all()
 
 
+@pytest.mark.parametrize("method", ["forward", "jacobian", "auto"])
+def test_divergence_over_some_dims_is_the_spatial_divergence(method):
+    # (t, x, y) -> (u, v): du/dx + dv/dy, by hand with autograd
+    f, params = fg.functionalize(mlp(3, 8, 2, d_out=2, act="sin", seed=4))
+    X = torch.randn(4, 3, dtype=torch.float64)
+    x = X.clone().requires_grad_()
+    uv = f(params, x)
+    du = torch.autograd.grad(uv[:, 0].sum(), x, retain_graph=True)[0]
+    dv = torch.autograd.grad(uv[:, 1].sum(), x)[0]
+    want = du[:, 1] + dv[:, 2]
+    assert_close(fg.divergence(f, dims=[1, 2], method=method)(params, X), want)
+    assert_close(fg.divergence(f, dims=range(1, 3), method=method)(params, X), want)
+    with pytest.raises(ValueError, match=r"^divergence: with dims of 3 coordinates, f's per-sample output must have "
+                                         r"3 elements \(output k is differentiated by coordinate dims\[k\]\), got "
+                                         r"shape \[2\]\.$"):
+        fg.divergence(f, dims=[0, 1, 2], method=method)(params, X)
+
+
+def test_hutchinson_divergence_over_some_dims_is_unbiased():
+    f, params = fg.functionalize(mlp(4, 8, 1, d_out=3, seed=2))
+    X = torch.randn(2, 4, dtype=torch.float64)
+    exact = fg.divergence(f, dims=[3, 1, 2])(params, X)
+    est = fg.divergence(f, dims=[3, 1, 2], method="hutchinson", num_samples=2,
+                        generator=torch.Generator().manual_seed(0))
+    draws = torch.stack([est(params, X) for _ in range(300)])
+    assert ((draws.mean(0) - exact).abs() < 4 * draws.std(0) / math.sqrt(300) + 1e-12).all()
+
+
 def test_bad_options():
     f, params = fg.functionalize(mlp(3, 4, 1))
     X = torch.randn(2, 3, dtype=torch.float64)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.func import jacfwd, jacrev, jvp, vmap
@@ -80,6 +80,7 @@ def divergence(
     /,
     *,
     method: DivergenceMethod = "auto",
+    dims: Sequence[int] | None = None,
     num_samples: int = 1,
     probe: Probe = "rademacher",
     generator: torch.Generator | None = None,
@@ -92,7 +93,8 @@ def divergence(
     """Per-sample divergence (trace of the input Jacobian) of a vector field ``f``.
 
     Args:
-      f: ``f(params, x) -> out`` whose per-sample output is shaped like ``x``.
+      f: ``f(params, x) -> out`` whose per-sample output is shaped like ``x`` (or, with
+        ``dims``, has ``len(dims)`` elements).
       method: ``"forward"``: one JVP per input direction, taking only the diagonal (no
         ``[D, D]`` Jacobian is kept); ``"jacobian"``: the trace of :func:`input_jacobian`
         (``mode`` picks its AD mode); ``"auto"``: ``"forward"`` eagerly, ``"jacobian"``
@@ -100,6 +102,10 @@ def divergence(
         unbiased mean of ``v^T J v`` over ``num_samples`` probes per sample (variance
         ``sum_{i!=j} (J_ij^2 + J_ij J_ji) / num_samples`` for Rademacher probes), as in
         FFJORD and sliced score matching.
+      dims: the input coordinates (of the flattened sample) the divergence is over: output
+        ``k`` is differentiated by coordinate ``dims[k]``, e.g. ``dims=[1, 2]`` for the spatial
+        divergence ``du/dx + dv/dy`` of ``(u, v)`` of ``(t, x, y)``. Default: all, output
+        shaped like ``x``.
       probe, generator: the probes' kind and generator (``"hutchinson"`` only).
       argnums, in_dims, chunk_size, randomness: as in :func:`input_grad`.
 
@@ -116,12 +122,14 @@ def divergence(
     _checks.check_choice(api, "method", method, choices(DivergenceMethod))
     _checks.check_number(api, "num_samples", num_samples, low=1, integer=True)
     _checks.check_choice(api, "probe", probe, _random.PROBES)
-    field = same_shape_output(api, f, argnums)
+    if dims is not None and (not isinstance(dims, Sequence) or isinstance(dims, str)):
+        dims = list(dims)  # a range
+    field = same_shape_output(api, f, argnums) if dims is None else _sized_output(api, f, len(dims))
     jac = input_jacobian(field, argnums=argnums, mode=mode, in_dims=in_dims, chunk_size=chunk_size,
                          randomness=randomness)
 
     def one(*args_and_v: Any) -> torch.Tensor:
-        *args, V = args_and_v
+        *args, V, S = args_and_v  # V [n, K] probes over the K coordinates, S [K, D] picks them
         x = args[argnums]
 
         def along(v: torch.Tensor) -> torch.Tensor:
@@ -130,23 +138,27 @@ def divergence(
                 a[argnums] = y
                 return field(*a)
 
-            return (jvp(fx, (x,), (v.reshape(x.shape),))[1].reshape(-1) * v).sum()
+            return (jvp(fx, (x,), ((v @ S).reshape(x.shape),))[1].reshape(-1) * v).sum()
 
         total = vmap(along, randomness=inner_randomness(randomness))(V).sum()
         return total / V.shape[0] if method == "hutchinson" else total
 
     def divergence_fn(*args: Any) -> Any:
         X = _checks.check_batch(api, args, argnums)
+        D = X[0].numel()
+        idx = list(range(D)) if dims is None else _checks.check_dims(api, dims, D)
         chosen = method if method != "auto" else ("jacobian" if compiling() else "forward")  # pragma: no mutate (mutation runs do not compile)
         if chosen == "jacobian":
-            return trace(jac(*args), X)
-        D = X[0].numel()
+            J = jac(*args).reshape(X.shape[0], len(idx), D)
+            return J[:, torch.arange(len(idx)), idx].sum(1)
+        B, K = X.shape[0], len(idx)
+        S = torch.eye(D, dtype=X.dtype, device=X.device)[idx]
         if chosen == "forward":
-            V = X.new_zeros(D, D).fill_diagonal_(1).expand(X.shape[0], D, D)
+            V = torch.eye(K, dtype=X.dtype, device=X.device).expand(B, K, K)
         else:
-            V = _random.probes(X, (X.shape[0], num_samples, D), probe, generator=generator)
-        return map_samples(api, one, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness,
-                           in_dims=in_dims, extra=(V,))
+            V = _random.probes(X, (B, num_samples, K), probe, generator=generator)
+        return map_samples(api, lambda *a: one(*a, S), args, argnums=argnums, chunk_size=chunk_size,
+                           randomness=randomness, in_dims=in_dims, extra=(V,))
 
     return divergence_fn
 
@@ -156,7 +168,16 @@ jacobian_trace = divergence
 continuous normalising flows (the trace of ``d f / d x`` for ``f: R^D -> R^D``)."""
 
 
-def trace(square: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``[B, *x_shape, *x_shape] -> [B]``: the trace of each sample's square block."""
-    n = math.prod(x.shape[1:])
-    return square.reshape(x.shape[0], n, n).diagonal(dim1=1, dim2=2).sum(1)
+def _sized_output(api: str, f: Callable[..., Any], size: int) -> Callable[..., Any]:
+    """Wrap ``f`` so that its per-sample output must have ``size`` elements (one per coordinate of ``dims``)."""
+
+    def g(*args: Any) -> Any:
+        out = _checks.check_tensor_output(api, f(*args))
+        if out.numel() != size:
+            raise ValueError(
+                f"{api}: with dims of {size} coordinates, f's per-sample output must have {size} elements "
+                f"(output k is differentiated by coordinate dims[k]), got shape {_checks.fmt(out.shape)}."
+            )
+        return out
+
+    return g

@@ -253,13 +253,7 @@ def _directions(api: str, X: Tensor, dims: Any, weights: Tensor | None, *, span:
     ``D`` rows of ``V`` are the identity (extra directions get weight 0), so that the
     tangents along them are the gradient."""
     D = X[0].numel()
-    if dims is None:
-        idx = list(range(D))
-    else:
-        idx = list(dims)
-        if not idx or any(not isinstance(i, int) or not 0 <= i < D for i in idx) or len(set(idx)) != len(idx):
-            raise ValueError(f"{api}: dims must be distinct ints in [0, {D}) (coordinates of the flattened "
-                             f"sample), got {dims!r}.")
+    idx = list(range(D)) if dims is None else _checks.check_dims(api, dims, D)
     eye = torch.eye(D, dtype=X.dtype, device=X.device)
     mask = X.new_zeros(D)
     mask[idx] = 1.0

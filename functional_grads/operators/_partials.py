@@ -183,7 +183,7 @@ def biharmonic(
     def biharmonic_fn(*args: Any) -> Tensor:
         X = _checks.check_batch(api, args, argnums)
         D = X[0].numel()
-        idx = list(range(D)) if dims is None else _check_dims(api, dims, D)
+        idx = list(range(D)) if dims is None else _checks.check_dims(api, dims, D)
         V, w = _biharmonic_directions(idx, D, X)
         if method == "stde":
             V, w = _draw("stde", X, V, w, num_samples, "rademacher", generator)
@@ -254,11 +254,3 @@ def _check_index(api: str, index: Any) -> tuple[int, ...]:
 def _check_range(api: str, name: str, index: tuple[int, ...], D: int) -> None:
     if any(i >= D for i in index):
         raise ValueError(f"{api}: {name} = {index!r} names a coordinate outside the flattened sample's {D}.")
-
-
-def _check_dims(api: str, dims: Any, D: int) -> list[int]:
-    idx = list(dims)
-    if not idx or any(not isinstance(i, int) or not 0 <= i < D for i in idx) or len(set(idx)) != len(idx):
-        raise ValueError(f"{api}: dims must be distinct ints in [0, {D}) (coordinates of the flattened "
-                         f"sample), got {dims!r}.")
-    return idx
