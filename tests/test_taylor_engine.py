@@ -50,3 +50,95 @@ def test_a_vector_output_gives_the_laplacian_of_each_component():
     for i in range(2):
         want = fg.laplacian(lambda p, x: f(p, x)[..., i], method="hessian")(params, X)
         torch.testing.assert_close(got[:, i], want, rtol=1e-10, atol=1e-12)
+
+
+def test_data_dependent_control_flow_falls_back_to_forward_over_reverse_and_says_why(caplog):
+    f, params = fg.functionalize(_seq(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1)))
+
+    def g(p, x):  # a Python branch on a parameter's value: make_fx cannot trace it
+        y = f(p, x)
+        return y * 2 if bool(p["0.bias"].sum() > 0) else y
+
+    X = torch.randn(5, 3, dtype=F64)
+    with caplog.at_level("INFO", logger="functional_grads"):
+        got = fg.laplacian(g)(params, X)
+    assert any("laplacian: the Taylor engine cannot run f" in r.getMessage() for r in caplog.records)
+    want = fg.laplacian(g, method="hessian")(params, X)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def _count_traces(monkeypatch):
+    from functional_grads import _jit
+
+    calls = []
+    real = _jit.trace
+    monkeypatch.setattr(_jit, "trace", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_an_operator_rebuilt_in_every_loss_call_traces_once(monkeypatch):
+    # NOTE [trace cache]: fg.laplacian(lambda ...) inside the loss is a new Engine per call
+    calls = _count_traces(monkeypatch)
+    f, params = fg.functionalize(_seq(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1)))
+    scale = 2.0
+    loss = lambda p, X: fg.laplacian(lambda q, x: scale * f(q, x))(p, X).pow(2).mean()  # noqa: E731
+    for n in (4, 4, 7):  # a new batch size is guarded, not retraced
+        fg.value_and_grad(loss)(params, torch.randn(n, 3, dtype=F64))
+    assert len(calls) == 1
+    scale = 3.0  # a closure value is part of the key: traced again
+    fg.value_and_grad(loss)(params, torch.randn(4, 3, dtype=F64))
+    assert len(calls) == 2
+
+
+def test_conditioning_arguments_chunks_and_vector_outputs():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(4, 8), nn.SiLU(), nn.Linear(8, 2)).double()
+    f, params = fg.functionalize(net)
+    score = lambda p, x, sigma: f(p, torch.cat([x, sigma[None]])) / sigma  # noqa: E731 - s(x, sigma)
+    X, sigma = torch.randn(6, 3, dtype=F64), torch.rand(6, dtype=F64) + 0.5
+    lap = fg.laplacian(score, in_dims=(None, 0, 0))
+    got = lap(params, X, sigma)
+    want = torch.stack([fg.laplacian(lambda p, x: score(p, x, sigma[i]), method="hessian")(params, X[i:i + 1])[0]
+                        for i in range(6)])
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fg.laplacian(score, in_dims=(None, 0, 0), chunk_size=4)(params, X, sigma), got,
+                               rtol=1e-12, atol=1e-14)
+    value, jac, lap2 = fg.derivatives(score, in_dims=(None, 0, 0))(params, X, sigma)
+    torch.testing.assert_close(value, torch.stack([score(params, X[i], sigma[i]) for i in range(6)]))
+    torch.testing.assert_close(jac, fg.input_jacobian(score, in_dims=(None, 0, 0))(params, X, sigma),
+                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(lap2, got, rtol=1e-12, atol=1e-14)
+
+
+def _user_op():
+    lib = torch.library.Library("fg_test", "FRAGMENT")  # noqa: TOR901
+    lib.define("scale_rows(Tensor x, Tensor w) -> Tensor")
+    lib.define("cube(Tensor x) -> Tensor")
+    lib.impl("scale_rows", lambda x, w: x * w, "CompositeExplicitAutograd")
+    lib.impl("cube", lambda x: x ** 3, "CompositeExplicitAutograd")
+    lib.impl("scale_rows", lambda x, w: torch.empty_like(x), "Meta")
+    lib.impl("cube", lambda x: torch.empty_like(x), "Meta")
+    return lib
+
+
+_LIB = _user_op()
+
+
+def test_a_user_op_needs_a_rule_and_runs_in_the_engine_with_one():
+    from functional_grads.operators._rules import Mode
+    from functional_grads.operators._taylor import Engine, Unsupported
+
+    ops = torch.ops.fg_test
+    w = torch.tensor([1.0, 2.0, 3.0], dtype=F64)
+    f = lambda p, x: ops.cube(ops.scale_rows(x, w) * p).sum()  # noqa: E731 - sum_i (p w_i x_i)^3
+    X = torch.randn(4, 3, dtype=F64)
+    want = (6 * (2.0 * w) ** 3 * X).sum(1)  # d2/dx_i^2 (a x_i)^3 = 6 a^3 x_i
+    p = torch.tensor(2.0, dtype=F64)
+    with pytest.raises(Unsupported, match=r"^no Taylor rule for fg_test\.scale_rows\.default$"):
+        Engine("laplacian", f, 1, None, "error")((p, X), torch.eye(3, dtype=F64)[:, None], Mode(2, None))
+    fg.operators.register_rule(ops.scale_rows, linear=(0,))
+    fg.operators.register_rule(ops.cube.default, derivatives=lambda x, n: [3 * x ** 2, 6 * x, 6 + 0 * x][:n])
+    torch.testing.assert_close(fg.laplacian(lambda p, x: f(p, x))(p, X), want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(TypeError, match=r"^register_rule: give exactly one of linear= \(argument positions\) or "
+                                        r"derivatives=\.$"):
+        fg.operators.register_rule(ops.cube)

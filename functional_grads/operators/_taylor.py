@@ -114,7 +114,15 @@ class Engine:
                 traced = _jit.trace(torch.func.functionalize(per_sample), tuple(stand_ins), static)
             except Exception as e:  # noqa: BLE001 - the fallback runs f again: a user's mistake raises there
                 raise Unsupported(f"{type(e).__name__}: {_short(e)}") from None
-            guard, _ = _jit.shape_guard(traced)
+            shapes, _ = _jit.shape_guard(traced)
+        # A batch size the trace specialised (e.g. to a view's size) has no guard of its own:
+        # the fake size became a number (as in _jit._tensor_guards, where it counts as static).
+        fixed = [(i, n) for i, (t, b) in enumerate(zip(traced.example_inputs, self._batched(args)))
+                 if b and t.ndim and isinstance(n := _jit.resolve(t.shape[0], traced.shape_env), int)]
+
+        def guard(tensors: list[Tensor]) -> Any:
+            return all(tensors[i].shape[0] == n for i, n in fixed) and shapes(tensors)
+
         return _Graph(traced.graph, traced.constants, guard, _last_uses(traced.graph))
 
 
