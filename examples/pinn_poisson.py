@@ -17,6 +17,7 @@ import torch
 import functional_grads as fg
 
 import _cli  # examples/_cli.py: the shared --threads option
+from _models import ResidualMLP
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -25,9 +26,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compile", action="store_true")
     args = _cli.parse(parser, argv)
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32), torch.nn.Tanh(),
-                                torch.nn.Linear(32, 1)).double()
-    f, params = fg.functionalize(model)
+    f, params = fg.functionalize(ResidualMLP(2, 32, 1, 1).double())         # a custom module: traced as it runs
     source = lambda X: 2 * math.pi**2 * torch.sin(math.pi * X[:, 0]) * torch.sin(math.pi * X[:, 1])  # noqa: E731
     lap = fg.laplacian(f)                                                   # [B]
     interior = fg.losses.pde_residual(lambda p, X: -lap(p, X) - source(X))

@@ -14,6 +14,8 @@ import inverse_problem  # noqa: E402
 import noise_conditional_score  # noqa: E402
 import pinn_heat  # noqa: E402
 import pinn_high_dim  # noqa: E402
+import pinn_kovasznay  # noqa: E402
+import pinn_plate  # noqa: E402
 import pinn_poisson  # noqa: E402
 import refine_noisy_input  # noqa: E402
 import score_matching  # noqa: E402
@@ -65,6 +67,15 @@ def test_data_parallel_example_equals_one_process():
 
 def test_pinn_poisson_converges():
     assert pinn_poisson.main(["--steps", "500"])["relative_l2"] < 0.2
+
+
+def test_pinn_kovasznay_converges():
+    r = pinn_kovasznay.main(["--steps", "1000"])
+    assert max(r["relative_l2_u"], r["relative_l2_v"], r["relative_l2_p"]) < 0.25
+
+
+def test_pinn_plate_converges():
+    assert pinn_plate.main(["--steps", "1500"])["relative_l2"] < 0.2
 
 
 def test_pinn_heat_converges():
