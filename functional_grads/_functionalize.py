@@ -26,10 +26,6 @@ _PER_SAMPLE_LAYERS = (
 )
 
 
-# Layers NOTE [direct forward] computes without functional_call: nn.Linear and layers
-# without parameters, matched by exact type.
-_DIRECT_LAYERS = frozenset(_PER_SAMPLE_LAYERS) - {nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.LayerNorm}
-
 
 def functionalize(module: nn.Module, /) -> tuple["FunctionalModule", ParamsDict]:
     """Split a module into a pure function and its trainable parameters.
@@ -130,11 +126,11 @@ class FunctionalModule:
     def _forward(self, params: ParamsDict, x: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # NOTE [direct forward]: functional_call swaps every parameter into the module and
         # back (two setattrs each, ~40 us per call on a 3-layer MLP, a third of a small
-        # eager step). An nn.Sequential of nn.Linear and parameter-free layers (exact types,
-        # no hooks, no forward replaced on an instance, no weight shared between layers) is
-        # computed directly: F.linear with the given params (frozen ones from the module),
-        # and each other layer's own forward, which is exactly what the module would run.
-        # Anything else goes through functional_call.
+        # eager step). An nn.Sequential of exactly nn.Linear and of layers without
+        # parameters (no hooks, no forward replaced on an instance, no weight shared between
+        # layers) is computed directly: F.linear with the given params (frozen ones from the
+        # module), and each other layer's own forward, which is exactly what the module
+        # would run. Anything else goes through functional_call.
         layers = None if args or kwargs else self._direct_layers()
         if layers is None:
             # NOTE [shared submodules]: functional_call(tie_weights=True) swaps a shared module's
@@ -162,8 +158,9 @@ class FunctionalModule:
         if not self.runs_as_built(modules) or _nn_module._global_backward_hooks \
                 or _nn_module._global_backward_pre_hooks or any(m._backward_hooks or m._backward_pre_hooks for m in modules):
             return None
-        if any(type(layer) not in _DIRECT_LAYERS or (type(layer) is not nn.Linear and layer._parameters)
-               for _, layer in layers):
+        # exactly nn.Linear (a subclass may override forward), or any layer without parameters
+        # at any depth (its own forward is what Sequential would call)
+        if any(type(layer) is not nn.Linear and next(layer.parameters(), None) is not None for _, layer in layers):
             return None
         return layers
 

@@ -92,6 +92,27 @@ def test_direct_forward_equals_functional_call():
     torch.testing.assert_close(per_sample, reference(new, X), rtol=1e-12, atol=1e-12)
 
 
+def test_direct_forward_runs_any_parameter_free_layer_as_the_module_does():
+    class Square(nn.Module):  # a user's layer without parameters, with a buffer
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("scale", torch.tensor(0.5, dtype=torch.float64))
+
+        def forward(self, x):
+            return self.scale * x**2
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), Square(), nn.Sequential(nn.Tanh()), nn.Linear(4, 1)).double()
+    f, params = fg.functionalize(model)
+    assert f._direct_layers() is not None
+    X = torch.randn(5, 3, dtype=torch.float64)
+    torch.testing.assert_close(f(params, X), model(X), rtol=0, atol=0)
+    model[1].scale.fill_(2.0)  # the buffer is read at call time
+    torch.testing.assert_close(f(params, X), model(X), rtol=0, atol=0)
+    nested = nn.Sequential(nn.Linear(3, 4), nn.Sequential(nn.Linear(4, 4)), nn.Linear(4, 1))
+    assert fg.functionalize(nested)[0]._direct_layers() is None  # parameters below a layer: functional_call
+
+
 def test_direct_forward_is_not_taken_where_the_module_might_differ():
     class MyLinear(nn.Linear):
         def forward(self, x):
