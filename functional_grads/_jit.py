@@ -70,10 +70,12 @@ class _Entry(NamedTuple):
     run: Callable[[list[Tensor]], list[Tensor]]
 
 
-def trace(fn: Callable[..., Any], args: tuple[Any, ...], static: tuple[int, ...], *, lift: bool = True) -> Traced:
+def trace(fn: Callable[..., Any], args: tuple[Any, ...], static: tuple[int, ...], *, lift: bool = True,
+          keep: tuple[Any, ...] = ()) -> Traced:
     """``fn(*args)`` traced to aten ops with ``make_fx`` on fake tensors; dim 0 of every tensor
     leaf of an argument outside ``static`` is symbolic. ``lift``: the tensors ``fn`` reads from
-    elsewhere become trailing inputs (else they stay constants of the graph)."""
+    elsewhere become trailing inputs (else they stay constants of the graph). ``keep``: ops
+    left undecomposed."""
     from torch._inductor.decomposition import select_decomp_table
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.proxy_tensor import make_fx
@@ -101,7 +103,8 @@ def trace(fn: Callable[..., Any], args: tuple[Any, ...], static: tuple[int, ...]
         return [t for t in out_leaves if isinstance(t, Tensor)]
 
     with tracing(), torch.enable_grad():
-        graph = make_fx(flat, tracing_mode="symbolic", decomposition_table=select_decomp_table())(*fakes)
+        table = {op: rule for op, rule in select_decomp_table().items() if op not in keep}
+        graph = make_fx(flat, tracing_mode="symbolic", decomposition_table=table)(*fakes)
     held = [getattr(graph, n.target) for n in graph.graph.nodes if n.op == "get_attr"]
     if any(not isinstance(t, Tensor) for t in held):
         # Seen on torch 2.13: a compiled graph holding a torch.Generator drew other numbers

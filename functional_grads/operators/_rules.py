@@ -562,7 +562,7 @@ for _op in (aten.view, aten._unsafe_view, aten.reshape, aten.unsqueeze, aten.squ
     _RULES[_op] = _linear(_reshape)
 for _op in (aten.clone, aten.alias, aten.contiguous, aten.lift_fresh_copy, aten.alias_copy):
     _RULES[_op] = _linear(_same)
-for _op in (aten._to_copy, aten.to):
+for _op in (aten._to_copy, aten.to, torch.ops.prims.convert_element_type):
     _RULES[_op] = _linear(_cast)
 for _op in (aten.gt, aten.lt, aten.ge, aten.le, aten.eq, aten.ne, aten.sign, aten.floor, aten.ceil, aten.round,
             aten.trunc, aten.argmax, aten.argmin, aten.sym_size, aten.size, aten.sym_numel, aten.sym_stride,

@@ -111,7 +111,9 @@ class Engine:
         with disable_proxy_modes_tracing(), unset_fake_temporarily(), temporarily_clear_interpreter_stack():
             stand_ins = optree.tree_unflatten(spec, [_stand_in(t) if isinstance(t, Tensor) else t for t in leaves])
             try:
-                traced = _jit.trace(torch.func.functionalize(per_sample), tuple(stand_ins), static)
+                # detach stays detach (inductor's table makes it an alias, which would pass derivatives)
+                traced = _jit.trace(torch.func.functionalize(per_sample), tuple(stand_ins), static,
+                                    keep=(torch.ops.aten.detach.default,))
             except Exception as e:  # noqa: BLE001 - the fallback runs f again: a user's mistake raises there
                 raise Unsupported(f"{type(e).__name__}: {_short(e)}") from None
             shapes, _ = _jit.shape_guard(traced)

@@ -1,0 +1,105 @@
+"""Every Taylor rule (``operators/_rules.py``), through the engine, at orders 1-4, kept per
+direction and collapsed with weights, against nested ``torch.autograd`` of the same
+function: ``c_m = D^m_v f / m!`` along each direction ``v``."""
+
+import math
+
+import pytest
+import torch
+
+from functional_grads.operators._rules import Mode, ops_with_rules
+from functional_grads.operators._taylor import Engine, Unsupported
+
+F64 = torch.float64
+G = torch.Generator().manual_seed(0)
+W = torch.randn(3, 3, dtype=F64, generator=G)
+K3 = torch.randn(2, 1, 3, dtype=F64, generator=G)  # a conv1d kernel
+
+# x is one sample [3] (the engine maps f over the batch); each f returns [] or a vector
+FUNCTIONS = {
+    "view_reshape_flatten": lambda x: (x.reshape(3, 1) * x.view(1, 3)).flatten().sin(),
+    "permute_t_transpose": lambda x: torch.tanh(x[:, None] @ x[None, :]).t().permute(1, 0).transpose(0, 1).sum(0),
+    "expand_unsqueeze_squeeze": lambda x: torch.exp(x.unsqueeze(0).expand(2, 3)).squeeze().sum(0) * x,
+    "select_slice": lambda x: torch.sin(x[1:]) * x[0] + x[..., 2] ** 2,
+    "sum_mean_keepdim": lambda x: torch.stack([x.sum(), x.mean(), (x * x).sum(0, keepdim=True)[0]]) ** 2,
+    "neg_sub_alpha": lambda x: torch.sub(-x, x**3, alpha=2.0) * torch.add(x, x.sin(), alpha=0.5),
+    "cat_where": lambda x: torch.where(x > 0, torch.cat([x[:1], x[1:] ** 2]), torch.cos(x)),
+    "mul_div": lambda x: x / (1 + x**2) * (x / 3.0),
+    "div_scalar_numerator": lambda x: 2.0 / (2 + x.sin()),
+    "mm_addmm_bmm": lambda x: torch.addmm(x[None], x[None], W, beta=0.5, alpha=2.0).tanh()
+    + torch.bmm(x[None, None], (W * x)[None])[0],
+    "conv1d": lambda x: torch.nn.functional.conv1d(x[None, None], K3, padding=1).tanh().sum(1)[0],
+    "var_mean_var": lambda x: torch.var_mean(x, 0, correction=0, keepdim=True)[0] * x
+    + torch.var_mean(x, 0)[1] * x.var(),
+    "tanh_sigmoid_exp": lambda x: torch.tanh(x) + torch.sigmoid(2 * x) * torch.exp(-x),
+    "expm1_log_log1p": lambda x: torch.expm1(x) + torch.log(2 + x.sin()) * torch.log1p(x**2),
+    "sin_cos_erf": lambda x: torch.sin(x) * torch.cos(2 * x) + torch.erf(x),
+    "sqrt_rsqrt_reciprocal": lambda x: torch.sqrt(1 + x**2) + torch.rsqrt(2 + x.cos()) + torch.reciprocal(3 + x),
+    "pow_tensor_scalar_and_tensor": lambda x: (1.5 + x.sin()) ** 2.5 + (2 + x.cos()) ** x + 2.0**x,
+    "relu_clamps_abs": lambda x: torch.relu(x) ** 2 + torch.clamp(x, -0.5, 0.5) * x
+    + x.clamp_min(-0.3) ** 3 + x.clamp_max(0.2) ** 2 + torch.abs(x) * x,
+    "casts_and_copies": lambda x: (x.float().double() * x.clone()).sin(),  # float32 inside: rtol 1e-6
+    "gelu_silu_softplus_mish_elu": lambda x: torch.nn.functional.gelu(x) + torch.nn.functional.silu(x)
+    + torch.nn.functional.softplus(x, beta=2.0) + torch.nn.functional.mish(x) + torch.nn.functional.elu(x),
+    "pointwise_by_jvp": lambda x: torch.atan(x) + torch.asinh(x),
+    "constant_parts": lambda x: x * (x > 0).double() + x.detach() * x + torch.zeros_like(x) + torch.sign(x) * x,
+}
+
+
+def _reference(fn, X, V, n):
+    """``c_n [K, B, *out]`` by nested reverse mode: ``D^n_v f / n!``."""
+    rows = []
+    for v in V:
+        per = []
+        for x in X:
+            x = x.clone().requires_grad_()
+            y = fn(x)
+            outs = []
+            for c in y.reshape(-1):
+                g = c
+                for _ in range(n):
+                    (d,) = torch.autograd.grad(g, x, create_graph=True, allow_unused=True) if g.requires_grad \
+                        else (None,)
+                    g = (torch.zeros_like(x) if d is None else d) @ v
+                outs.append(g)
+            per.append(torch.stack(outs).reshape(y.shape))
+        rows.append(torch.stack(per))
+    return torch.stack(rows).detach() / math.factorial(n)
+
+
+def _engine(fn):
+    return Engine("test", lambda p, x: fn(x), 1, None, "error")
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_each_rule_at_orders_1_to_4_per_direction_and_collapsed(name):
+    fn = FUNCTIONS[name]
+    X = torch.randn(2, 3, dtype=F64, generator=torch.Generator().manual_seed(1)) * 0.8 + 0.1
+    V = torch.tensor([[1.0, 0.0, 0.0], [0.5, -1.0, 2.0], [0.0, 1.0, 1.0]], dtype=F64)
+    w = torch.tensor([0.5, -2.0, 1.5], dtype=F64)
+    tol = 1e-6 if name == "casts_and_copies" else 1e-9
+    for n in (1, 2, 3, 4):
+        value, jet = _engine(fn)((None, X), V[:, None], Mode(n, None))
+        torch.testing.assert_close(value, torch.stack([fn(x) for x in X]))
+        for m in range(1, n + 1):
+            torch.testing.assert_close(jet[m - 1], _reference(fn, X, V, m), rtol=tol, atol=tol / 10)
+        _, collapsed = _engine(fn)((None, X), V[:, None], Mode(n, w))
+        for m in range(1, n):
+            torch.testing.assert_close(collapsed[m - 1], jet[m - 1], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(collapsed[-1], torch.tensordot(w, jet[-1], 1), rtol=1e-10, atol=1e-11)
+
+
+def test_per_sample_directions():
+    fn = FUNCTIONS["mm_addmm_bmm"]
+    X = torch.randn(2, 3, dtype=F64, generator=torch.Generator().manual_seed(2))
+    V = torch.randn(2, 2, 3, dtype=F64, generator=torch.Generator().manual_seed(3))  # [B, K, D]
+    _, jet = _engine(fn)((None, X), V.transpose(0, 1), Mode(2, None))
+    for b in range(2):
+        torch.testing.assert_close(jet[1][:, b], _reference(fn, X[b:b + 1], V[b], 2)[:, 0], rtol=1e-10, atol=1e-11)
+
+
+def test_ops_without_a_rule_are_refused_by_name():
+    fn = lambda x: torch.cumsum(x, 0).sin()  # noqa: E731 - cumsum: linear, but no rule
+    with pytest.raises(Unsupported, match=r"^no Taylor rule for aten\.cumsum\.default$"):
+        _engine(fn)((None, torch.ones(2, 3, dtype=F64)), torch.eye(3, dtype=F64)[:, None], Mode(2, None))
+    assert "aten.tanh" in ops_with_rules() and "aten.convolution" in ops_with_rules()
