@@ -50,6 +50,13 @@ def test_a_vector_output_gives_the_laplacian_of_each_component():
     for i in range(2):
         want = fg.laplacian(lambda p, x: f(p, x)[..., i], method="hessian")(params, X)
         torch.testing.assert_close(got[:, i], want, rtol=1e-10, atol=1e-12)
+    for method in ("hessian", "taylor"):
+        torch.testing.assert_close(fg.laplacian(f, method=method)(params, X), got, rtol=1e-10, atol=1e-12)
+    A = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=F64)
+    weighted = fg.laplacian(f, dims=[0, 2], weights=A)(params, X)
+    for method in ("hessian", "taylor"):
+        torch.testing.assert_close(fg.laplacian(f, method=method, dims=[0, 2], weights=A)(params, X), weighted,
+                                   rtol=1e-10, atol=1e-12)
 
 
 def test_data_dependent_control_flow_falls_back_to_forward_over_reverse_and_says_why(caplog):
@@ -124,9 +131,12 @@ def _user_op():
 _LIB = _user_op()
 
 
-def test_a_user_op_needs_a_rule_and_runs_in_the_engine_with_one():
+def test_a_user_op_needs_a_rule_and_runs_in_the_engine_with_one(monkeypatch):
+    from functional_grads.operators import _rules
     from functional_grads.operators._rules import Mode
     from functional_grads.operators._taylor import Engine, Unsupported
+
+    monkeypatch.setattr(_rules, "_RULES", dict(_rules._RULES))  # the registrations below end with the test
 
     ops = torch.ops.fg_test
     w = torch.tensor([1.0, 2.0, 3.0], dtype=F64)
