@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from functional_grads.operators._rules import Mode, ops_with_rules
+from functional_grads.operators._jet import Mode
+from functional_grads.operators._rules import ops_with_rules
 from functional_grads.operators._taylor import Engine, Unsupported
 
 F64 = torch.float64
@@ -24,25 +25,31 @@ FUNCTIONS = {
     "sum_mean_keepdim": lambda x: torch.stack([x.sum(), x.mean(), (x * x).sum(0, keepdim=True)[0]]) ** 2,
     "neg_sub_alpha": lambda x: torch.sub(-x, x**3, alpha=2.0) * torch.add(x, x.sin(), alpha=0.5),
     "cat_where": lambda x: torch.where(x > 0, torch.cat([x[:1], x[1:] ** 2]), torch.cos(x)),
+    "cat_with_a_constant": lambda x: torch.cat([torch.ones(3, dtype=F64), x.sin(), W[0]]) * torch.cat([x, x, x]),
+    "where_one_sided": lambda x: torch.where(x > 0.2, x**2, 0.0) + torch.where(x < 0.1, 1.0, x.exp()),
     "mul_div": lambda x: x / (1 + x**2) * (x / 3.0),
     "div_scalar_numerator": lambda x: 2.0 / (2 + x.sin()),
     "mm_addmm_bmm": lambda x: torch.addmm(x[None], x[None], W, beta=0.5, alpha=2.0).tanh()
     + torch.bmm(x[None, None], (W * x)[None])[0],
     "conv1d": lambda x: torch.nn.functional.conv1d(x[None, None], K3, padding=1).tanh().sum(1)[0],
     "var_mean_var": lambda x: torch.var_mean(x, 0, correction=0, keepdim=True)[0] * x
-    + torch.var_mean(x, 0)[1] * x.var(),
+    + torch.var_mean(x, 0)[1] * x.var() + torch.var(x[:, None] * x, 1).sum() * torch.var(x, correction=2),
     "tanh_sigmoid_exp": lambda x: torch.tanh(x) + torch.sigmoid(2 * x) * torch.exp(-x),
     "expm1_log_log1p": lambda x: torch.expm1(x) + torch.log(2 + x.sin()) * torch.log1p(x**2),
     "sin_cos_erf": lambda x: torch.sin(x) * torch.cos(2 * x) + torch.erf(x),
     "sqrt_rsqrt_reciprocal": lambda x: torch.sqrt(1 + x**2) + torch.rsqrt(2 + x.cos()) + torch.reciprocal(3 + x),
-    "pow_tensor_scalar_and_tensor": lambda x: (1.5 + x.sin()) ** 2.5 + (2 + x.cos()) ** x + 2.0**x,
+    "pow_tensor_scalar_and_tensor": lambda x: (1.5 + x.sin()) ** 2.5 + (2 + x.cos()) ** x + 2.0**x
+    + (1.2 + x.cos()) ** torch.tensor([1.5, 2.0, 0.5], dtype=F64) + 3.0 ** (x * x),
     "relu_clamps_abs": lambda x: torch.relu(x) ** 2 + torch.clamp(x, -0.5, 0.5) * x
     + x.clamp_min(-0.3) ** 3 + x.clamp_max(0.2) ** 2 + torch.abs(x) * x,
     "casts_and_copies": lambda x: (x.float().double() * x.clone()).sin(),  # float32 inside: rtol 1e-6
     "gelu_silu_softplus_mish_elu": lambda x: torch.nn.functional.gelu(x) + torch.nn.functional.silu(x)
     + torch.nn.functional.softplus(x, beta=2.0) + torch.nn.functional.mish(x) + torch.nn.functional.elu(x),
     "pointwise_by_jvp": lambda x: torch.atan(x) + torch.asinh(x),
-    "constant_parts": lambda x: x * (x > 0).double() + x.detach() * x + torch.zeros_like(x) + torch.sign(x) * x,
+    "constant_parts": lambda x: x * (x > 0).double() + x.detach() * x + torch.zeros_like(x) + torch.sign(x) * x
+    + x * ((x < 0.5) & (x >= -1) & (x <= 2) & (x != 0.3) & ~(x == 0.7)).double()
+    + x**2 * (torch.floor(x) + torch.ceil(x) + torch.round(x) + torch.trunc(x)) + x * torch.argmax(x).double(),
+    "float32_output": lambda x: (x.float() * 2).tanh(),
 }
 
 
@@ -77,16 +84,17 @@ def test_each_rule_at_orders_1_to_4_per_direction_and_collapsed(name):
     X = torch.randn(2, 3, dtype=F64, generator=torch.Generator().manual_seed(1)) * 0.8 + 0.1
     V = torch.tensor([[1.0, 0.0, 0.0], [0.5, -1.0, 2.0], [0.0, 1.0, 1.0]], dtype=F64)
     w = torch.tensor([0.5, -2.0, 1.5], dtype=F64)
-    tol = 1e-6 if name == "casts_and_copies" else 1e-9
+    tol = {"casts_and_copies": 1e-6, "float32_output": 1e-4}.get(name, 1e-9)  # float32 inside
     for n in (1, 2, 3, 4):
         value, jet = _engine(fn)((None, X), V[:, None], Mode(n, None))
         torch.testing.assert_close(value, torch.stack([fn(x) for x in X]))
         for m in range(1, n + 1):
-            torch.testing.assert_close(jet[m - 1], _reference(fn, X, V, m), rtol=tol, atol=tol / 10)
+            assert jet[m - 1].dtype == value.dtype
+            torch.testing.assert_close(jet[m - 1], _reference(fn, X, V, m).to(value.dtype), rtol=tol, atol=tol / 10)
         _, collapsed = _engine(fn)((None, X), V[:, None], Mode(n, w))
         for m in range(1, n):
             torch.testing.assert_close(collapsed[m - 1], jet[m - 1], rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(collapsed[-1], torch.tensordot(w, jet[-1], 1), rtol=1e-10, atol=1e-11)
+        torch.testing.assert_close(collapsed[-1], torch.tensordot(w.to(value.dtype), jet[-1], 1), rtol=tol, atol=tol / 10)
 
 
 def test_per_sample_directions():
@@ -103,3 +111,57 @@ def test_ops_without_a_rule_are_refused_by_name():
     with pytest.raises(Unsupported, match=r"^no Taylor rule for aten\.cumsum\.default$"):
         _engine(fn)((None, torch.ones(2, 3, dtype=F64)), torch.eye(3, dtype=F64)[:, None], Mode(2, None))
     assert "aten.tanh" in ops_with_rules() and "aten.convolution" in ops_with_rules()
+
+
+def _library():
+    lib = torch.library.Library("fg_rules", "FRAGMENT")  # noqa: TOR901
+    lib.define("pairmul(Tensor x, Tensor y, *, float s=1.0) -> Tensor")  # s * x * y, bilinear
+    lib.define("softcube(Tensor x) -> Tensor")
+    for name, fn in (("pairmul", lambda x, y, s=1.0: s * x * y), ("softcube", lambda x: x**3 / 3)):
+        lib.impl(name, fn, "CompositeExplicitAutograd")
+        lib.impl(name, fn, "Meta")
+    return lib
+
+
+_LIB = _library()
+
+
+def test_registered_rules_for_a_users_ops(monkeypatch):
+    from functional_grads.operators import _rules
+
+    monkeypatch.setattr(_rules, "_RULES", dict(_rules._RULES))  # the registrations end with the test
+    ops = torch.ops.fg_rules
+    fg_register = __import__("functional_grads").operators.register_rule
+    fg_register(ops.pairmul, linear=(0, 1))
+    fg_register(ops.softcube.default, derivatives=lambda x, n: [(x**2, 2 * x, 2 + 0 * x)[k] for k in range(n)])
+    both = lambda x: ops.softcube(ops.pairmul(x.sin(), x, s=2.0))  # noqa: E731 - both arguments live
+    one = lambda x: ops.pairmul(x.exp(), W[0], s=0.5)  # noqa: E731 - one live argument
+    mine = lambda x: (2.0 * x.sin() * x) ** 3 / 3 + 0.5 * x.exp() * W[0]  # noqa: E731 - the same, in torch
+    X = torch.randn(2, 3, dtype=F64, generator=torch.Generator().manual_seed(5))
+    V = torch.eye(3, dtype=F64)
+    for n in (1, 2, 3):
+        for w in (None, torch.tensor([1.0, 2.0, -1.0], dtype=F64)):
+            got = [_engine(g)((None, X), V[:, None], Mode(n, w)) for g in (both, one)]
+            want = _engine(mine)((None, X), V[:, None], Mode(n, w))
+            torch.testing.assert_close(got[0][0] + got[1][0], want[0])
+            for m in range(n):
+                torch.testing.assert_close(got[0][1][m] + got[1][1][m], want[1][m], rtol=1e-10, atol=1e-11)
+    three = lambda x: ops.pairmul(x, x, s=1.0) * W[0]  # noqa: E731
+    fg_register(ops.pairmul.default, linear=(0,))  # an overload's rule wins over its packet's
+    with pytest.raises(Unsupported, match=r"^fg_rules\.pairmul\.default: an input-dependent argument outside "
+                                          r"linear=\(0,\), or more than two$"):
+        _engine(three)((None, X), V[:, None], Mode(2, None))
+
+
+def test_refusals_of_the_rules():
+    X, V = torch.randn(2, 3, dtype=F64), torch.eye(3, dtype=F64)[:, None]
+    cases = {
+        r"^a convolution whose weight or bias depends on the input$":
+            lambda x: torch.nn.functional.conv1d(x[None, None], x[None, None, :2]).sum(),
+        r"^where with an input-dependent condition$": lambda x: torch.where(x.bool(), x, 0.0),
+        r"^an elementwise op with an input-dependent argument after the first$":
+            lambda x: torch.atan2(x, x.exp()),
+    }
+    for message, fn in cases.items():
+        with pytest.raises(Unsupported, match=message):
+            _engine(fn)((None, X), V, Mode(2, None))

@@ -133,7 +133,7 @@ _LIB = _user_op()
 
 def test_a_user_op_needs_a_rule_and_runs_in_the_engine_with_one(monkeypatch):
     from functional_grads.operators import _rules
-    from functional_grads.operators._rules import Mode
+    from functional_grads.operators._jet import Mode
     from functional_grads.operators._taylor import Engine, Unsupported
 
     monkeypatch.setattr(_rules, "_RULES", dict(_rules._RULES))  # the registrations below end with the test
@@ -152,3 +152,47 @@ def test_a_user_op_needs_a_rule_and_runs_in_the_engine_with_one(monkeypatch):
     with pytest.raises(TypeError, match=r"^register_rule: give exactly one of linear= \(argument positions\) or "
                                         r"derivatives=\.$"):
         fg.operators.register_rule(ops.cube)
+
+
+def _directional_pair(f, chunk_size=None):
+    """``(engine, fallback)``: the same Directional, with the engine and without it."""
+    from functional_grads.operators import _taylor
+
+    opts = dict(argnums=1, in_dims=None, chunk_size=chunk_size, randomness="error")
+    engine = _taylor.Directional("laplacian", f, **opts)
+    fallback = _taylor.Directional("laplacian", f, **opts)
+    fallback.reason = "forced by the test"
+    return engine, fallback
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+@pytest.mark.parametrize("weights", ["none", "shared", "per sample"])
+def test_the_fallback_gives_the_engines_coefficients(order, weights):
+    torch.manual_seed(3)
+    net = _seq(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2))  # a vector output
+    f, params = fg.functionalize(net)
+    X = torch.randn(4, 3, dtype=F64)
+    V = torch.randn(3, 3, dtype=F64) if weights != "per sample" else torch.randn(4, 3, 3, dtype=F64)
+    w = {"none": None, "shared": torch.tensor([1.0, -0.5, 2.0], dtype=F64),
+         "per sample": torch.randn(4, 3, dtype=F64)}[weights]
+    engine, fallback = _directional_pair(f)
+    got, want = fallback((params, X), V, w, order), engine((params, X), V, w, order)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
+    assert len(got[1]) == len(want[1]) == order - 1
+    for a, b in zip(got[1], want[1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got[2], want[2], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [2, 3])
+def test_chunks_of_the_batch_give_the_whole_batch(chunk):
+    f, params = fg.functionalize(_seq(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1)))
+    X = torch.randn(7, 3, dtype=F64)
+    V, w = torch.randn(7, 2, 3, dtype=F64), torch.randn(7, 2, dtype=F64)  # per-sample directions too
+    whole, _ = _directional_pair(f)
+    chunked, chunked_fallback = _directional_pair(f, chunk_size=chunk)
+    want = whole((params, X), V, w, 3)
+    for got in (chunked((params, X), V, w, 3), chunked_fallback((params, X), V, w, 3)):
+        torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got[1][1], want[1][1], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got[2], want[2], rtol=1e-10, atol=1e-12)

@@ -35,7 +35,8 @@ from torch.func import jacrev, jvp, vmap
 from .. import _guards, _jit
 from .._per_sample import inner_randomness, map_samples
 from .._typing import InDims
-from ._rules import Jet, Mode, NoRule, rule_for
+from ._jet import Jet, Mode, NoRule
+from ._rules import rule_for
 
 logger = logging.getLogger("functional_grads")
 
@@ -188,7 +189,7 @@ def _value_key(v: Any, depth: int) -> Any:
 
 
 def _short(e: Exception) -> str:
-    return " ".join(str(e).split())[:300]
+    return " ".join(str(e).split())[:300]  # pragma: no mutate (the length of a log line)
 
 
 def _stand_in(t: Tensor) -> Tensor:
@@ -283,15 +284,15 @@ class Directional:
     """
 
     def __init__(self, api: str, f: Callable[..., Tensor], *, argnums: int, in_dims: InDims,
-                 chunk_size: int | None, randomness: str, allow_engine: bool = True):
+                 chunk_size: int | None, randomness: str):
         self.api, self.f, self.argnums, self.in_dims = api, f, argnums, in_dims
         self.chunk_size, self.randomness = chunk_size, randomness
-        self.engine = Engine(api, f, argnums, in_dims, randomness) if allow_engine else None
+        self.engine = Engine(api, f, argnums, in_dims, randomness)
         self.reason: str | None = None
         """Why the engine did not run ``f`` (the fallback's log line), or None."""
 
     def __call__(self, args: Sequence[Any], V: Tensor, w: Tensor | None, order: int) -> tuple[Tensor, list[Tensor], Tensor]:
-        if self.engine is not None and self.reason is None:
+        if self.reason is None:
             try:
                 return self._engine(args, V, w, order)
             except Unsupported as e:
@@ -300,7 +301,6 @@ class Directional:
         return self._fallback(args, V, w, order)
 
     def _engine(self, args: Sequence[Any], V: Tensor, w: Tensor | None, order: int) -> tuple[Tensor, list[Tensor], Tensor]:
-        assert self.engine is not None
         X = args[self.argnums]
         shared = V.ndim == 2
         collapse = w if shared and w is not None else None

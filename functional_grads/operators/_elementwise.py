@@ -1,0 +1,160 @@
+"""Elementwise nonlinear ops in Taylor mode: Faa di Bruno's formula from the op's
+derivatives, and the derivatives of the ops with closed forms.
+
+A derivative function is ``derivs(args, kwargs, x, y, n) -> [s'(x), ..., s^(n)(x)]`` for
+``y = s(x, *args[1:])``; parameterised ones are bound with ``functools.partial``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ._jet import Jet, Mode, add, mul, only_first, padded, sum_of
+
+Derivs = Callable[[Sequence[Any], dict, Tensor, Tensor, int], Sequence[Tensor]]
+
+TANH, SIGMOID, EXP = (1.0, 0.0, -1.0), (0.0, 1.0, -1.0), (0.0, 1.0)
+"""``Q`` of ``s' = Q(s)`` (coefficients, lowest first) for tanh, sigmoid and exp."""
+
+
+def elementwise(derivs: Derivs, mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
+    """The rule of ``y = s(x, *constants)``, elementwise, from its derivatives ``derivs``."""
+    only_first(jets, "an elementwise op")
+    raw = derivs(args, kwargs, args[0], out, mode.order)
+    return compose(mode, [r / math.factorial(j) for j, r in enumerate(raw, 1)], jets[0], out.ndim)
+
+
+def compose(mode: Mode, d: Sequence[Tensor], c: Jet | None, nd: int) -> Jet:
+    """Faa di Bruno: the jet of ``s(h)`` from ``d_j = s^(j)(h0) / j!`` and the jet ``c`` of ``h``
+    (``sum_j d_j (sum_i c_i t^i)^j``, truncated at the order)."""
+    n = mode.order
+    c = padded(mode, c, nd) or [None] * n
+    per = [c[m - 1] if mode.per_direction(m) else None for m in range(1, n + 1)]
+    # power[j][m]: coefficient m of (sum_i c_i t^i)^j over the per-direction coefficients
+    power: list[list[Tensor | None]] = [[None] * (n + 1), [None, *per]]
+    for j in range(2, n + 1):
+        row: list[Tensor | None] = [None] * j
+        row += [sum_of(mul(per[i - 1], power[j - 1][m - i]) for i in range(1, m - j + 2)) for m in range(j, n + 1)]
+        power.append(row)
+    result: Jet = []
+    for m in range(1, n + 1):
+        if mode.per_direction(m):
+            result.append(sum_of(mul(d[j - 1], power[j][m]) for j in range(1, m + 1)))
+        else:  # collapsed: the top coefficient's own term, then the others summed over directions
+            result.append(add(mul(d[0], c[n - 1]),
+                              sum_of(mul(d[j - 1], mode.collapse(power[j][n])) for j in range(2, n + 1))))
+    return result
+
+
+def by_jvp(op: Any, args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int) -> list[Tensor]:
+    """Any pointwise op's derivatives in its first argument, by nested forward mode."""
+    out, g = [], (lambda z: op(z, *args[1:], **kwargs))
+    for _ in range(n):
+        g = (lambda h: lambda z: torch.func.jvp(h, (z,), (torch.ones_like(z),))[1])(g)
+        out.append(g(x))
+    return out
+
+
+def user(fn: Callable[[Tensor, int], Sequence[Tensor]], args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor,
+         n: int) -> Sequence[Tensor]:
+    """A registered op's ``derivatives(x, n)``."""
+    return fn(x, n)
+
+
+def chain(q: Sequence[float], args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int) -> list[Tensor]:
+    """``y = s(x)`` with ``s' = Q(s)`` for a polynomial ``Q`` (coefficients ``q``, lowest
+    first): ``s^(m) = P_m(y)``, ``P_1 = Q``, ``P_(m+1) = P_m' Q`` (tanh, sigmoid, exp)."""
+    out, p = [], list(q)
+    for _ in range(n):
+        out.append(_horner(p, y))
+        p = _polymul([i * a for i, a in enumerate(p)][1:], q)
+    return out
+
+
+def _polymul(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    out = [0.0] * max(len(a) + len(b) - 1, 1)
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            out[i + j] += x * y
+    return out
+
+
+def _horner(p: Sequence[float], y: Tensor) -> Tensor:
+    acc = torch.full_like(y, p[-1])
+    for a in reversed(p[:-1]):
+        acc = acc * y + a
+    return acc
+
+
+def power(p: Any, x: Tensor, n: int) -> list[Tensor]:
+    """``d^m/dx^m x^p = p (p-1) ... (p-m+1) x^(p-m)`` for ``m = 1..n``."""
+    out, coef = [], 1.0
+    for m in range(1, n + 1):
+        coef = coef * (p - (m - 1))
+        # x^2 has no third derivative: not 0 * x^(-1), which is NaN at 0
+        out.append(torch.zeros_like(x) if isinstance(coef, float) and coef == 0 else coef * x ** (p - m))
+    return out
+
+
+def fixed_power(p: float, args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int) -> list[Tensor]:
+    """sqrt (1/2), rsqrt (-1/2), reciprocal (-1)."""
+    return power(p, x, n)
+
+
+def scalar_power(args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int) -> list[Tensor]:
+    """``x ** p`` with ``p = args[1]`` not depending on the input (a number or a tensor)."""
+    return power(args[1], x, n)
+
+
+def logarithm(shift: float, args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int) -> list[Tensor]:
+    """``log(x + shift)``: ``(-1)^(m-1) (m-1)! / (x + shift)^m`` (log, log1p)."""
+    r = 1 / (x + shift)
+    return [(-1) ** (m - 1) * math.factorial(m - 1) * r**m for m in range(1, n + 1)]
+
+
+def expm1(args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int) -> list[Tensor]:
+    return [y + 1] * n
+
+
+def trig(start: int, args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int) -> list[Tensor]:
+    """sin (``start=0``) and cos (``1``): derivatives cycle through ``cos, -sin, -cos, sin``."""
+    s, c = torch.sin(x), torch.cos(x)
+    cycle = [c, -s, -c, s]
+    return [cycle[(start + m - 1) % 4] for m in range(1, n + 1)]
+
+
+def erf(args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int) -> list[Tensor]:
+    """``erf^(m) = (-1)^(m-1) H_(m-1)(x) 2/sqrt(pi) exp(-x^2)``, ``H`` the physicists' Hermite polynomials."""
+    g = 2 / math.sqrt(math.pi) * torch.exp(-x * x)
+    out, h_prev, h = [], torch.ones_like(x), 2 * x
+    for m in range(1, n + 1):
+        out.append((-1) ** (m - 1) * (h_prev if m == 1 else h) * g)
+        if m >= 2:
+            h_prev, h = h, 2 * x * h - 2 * (m - 1) * h_prev
+    return out
+
+
+def piecewise_linear(mask: Callable[[Sequence[Any], Tensor], Tensor], args: Sequence[Any], kwargs: dict, x: Tensor,
+                     y: Tensor, n: int) -> list[Tensor]:
+    """``f' = mask`` (0 or 1), higher derivatives zero (relu, clamp_min, clamp_max)."""
+    return [mask(args, x).to(x.dtype), *([torch.zeros_like(x)] * (n - 1))]
+
+
+def positive(args: Sequence[Any], x: Tensor) -> Tensor:
+    return x > 0  # autograd's convention: relu'(0) = 0
+
+
+def above(args: Sequence[Any], x: Tensor) -> Tensor:
+    return x > args[1]
+
+
+def below(args: Sequence[Any], x: Tensor) -> Tensor:
+    return x < args[1]
+
+
+def absolute(args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int) -> list[Tensor]:
+    return [torch.sign(x), *([torch.zeros_like(x)] * (n - 1))]
