@@ -45,7 +45,10 @@ FUNCTIONS = {
     "casts_and_copies": lambda x: (x.float().double() * x.clone()).sin(),  # float32 inside: rtol 1e-6
     "gelu_silu_softplus_mish_elu": lambda x: torch.nn.functional.gelu(x) + torch.nn.functional.silu(x)
     + torch.nn.functional.softplus(x, beta=2.0) + torch.nn.functional.mish(x) + torch.nn.functional.elu(x),
-    "pointwise_by_jvp": lambda x: torch.atan(x) + torch.asinh(x),
+    "pointwise_by_jvp": lambda x: torch.atan(x) + torch.asinh(x) + torch.atan2(x, W[0] + 2),
+    "kinks_at_zero": lambda x: torch.relu(x - x.detach()) + torch.clamp_min(x - x.detach(), 0.0)
+    + torch.clamp_max(x - x.detach(), 0.0) * 2 + torch.abs(x - x.detach()) * 3 + x**2,  # at the kink, as autograd
+    "half_relu": lambda x: torch.relu(x.half()) * 2,
     "constant_parts": lambda x: x * (x > 0).double() + x.detach() * x + torch.zeros_like(x) + torch.sign(x) * x
     + x * ((x < 0.5) & (x >= -1) & (x <= 2) & (x != 0.3) & ~(x == 0.7)).double()
     + x**2 * (torch.floor(x) + torch.ceil(x) + torch.round(x) + torch.trunc(x)) + x * torch.argmax(x).double(),
@@ -84,7 +87,7 @@ def test_each_rule_at_orders_1_to_4_per_direction_and_collapsed(name):
     X = torch.randn(2, 3, dtype=F64, generator=torch.Generator().manual_seed(1)) * 0.8 + 0.1
     V = torch.tensor([[1.0, 0.0, 0.0], [0.5, -1.0, 2.0], [0.0, 1.0, 1.0]], dtype=F64)
     w = torch.tensor([0.5, -2.0, 1.5], dtype=F64)
-    tol = {"casts_and_copies": 1e-6, "float32_output": 1e-4}.get(name, 1e-9)  # float32 inside
+    tol = {"casts_and_copies": 1e-6, "float32_output": 1e-4, "half_relu": 1e-2}.get(name, 1e-9)  # float32 inside
     for n in (1, 2, 3, 4):
         value, jet = _engine(fn)((None, X), V[:, None], Mode(n, None))
         torch.testing.assert_close(value, torch.stack([fn(x) for x in X]))
@@ -156,7 +159,7 @@ def test_registered_rules_for_a_users_ops(monkeypatch):
 def test_refusals_of_the_rules():
     X, V = torch.randn(2, 3, dtype=F64), torch.eye(3, dtype=F64)[:, None]
     cases = {
-        r"^a convolution whose weight or bias depends on the input$":
+        r"^a convolution with an input-dependent argument after the first$":
             lambda x: torch.nn.functional.conv1d(x[None, None], x[None, None, :2]).sum(),
         r"^where with an input-dependent condition$": lambda x: torch.where(x.bool(), x, 0.0),
         r"^an elementwise op with an input-dependent argument after the first$":
@@ -165,3 +168,15 @@ def test_refusals_of_the_rules():
     for message, fn in cases.items():
         with pytest.raises(Unsupported, match=message):
             _engine(fn)((None, X), V, Mode(2, None))
+    wrong = torch.ops.fg_rules.softcube
+    with pytest.raises(ValueError, match=r"^register_rule: derivatives\(x, n\) must return n = 2 tensors "
+                                         r"\[f'\(x\), \.\.\., f\^\(n\)\(x\)\], got 3\.$"):
+        from functional_grads.operators import _rules
+
+        saved = dict(_rules._RULES)
+        try:
+            _rules.register_rule(wrong.default, derivatives=lambda x, n: [x, x, x])
+            _engine(lambda x: wrong(x))((None, X), V, Mode(2, None))
+        finally:
+            _rules._RULES.clear()
+            _rules._RULES.update(saved)

@@ -177,6 +177,7 @@ def test_the_fallback_gives_the_engines_coefficients(order, weights):
          "per sample": torch.randn(4, 3, dtype=F64)}[weights]
     engine, fallback = _directional_pair(f)
     got, want = fallback((params, X), V, w, order), engine((params, X), V, w, order)
+    assert engine.reason is None
     torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
     assert len(got[1]) == len(want[1]) == order - 1
     for a, b in zip(got[1], want[1]):
@@ -192,7 +193,9 @@ def test_chunks_of_the_batch_give_the_whole_batch(chunk):
     whole, _ = _directional_pair(f)
     chunked, chunked_fallback = _directional_pair(f, chunk_size=chunk)
     want = whole((params, X), V, w, 3)
-    for got in (chunked((params, X), V, w, 3), chunked_fallback((params, X), V, w, 3)):
+    results = (chunked((params, X), V, w, 3), chunked_fallback((params, X), V, w, 3))
+    assert whole.reason is None and chunked.reason is None  # the engine ran, chunk by chunk
+    for got in results:
         torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(got[1][1], want[1][1], rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(got[2], want[2], rtol=1e-10, atol=1e-12)

@@ -25,6 +25,9 @@ def elementwise(derivs: Derivs, mode: Mode, args: Sequence[Any], kwargs: dict, j
     """The rule of ``y = s(x, *constants)``, elementwise, from its derivatives ``derivs``."""
     only_first(jets, "an elementwise op")
     raw = derivs(args, kwargs, args[0], out, mode.order)
+    if len(raw) != mode.order:
+        raise ValueError(f"register_rule: derivatives(x, n) must return n = {mode.order} tensors "
+                         f"[f'(x), ..., f^(n)(x)], got {len(raw)}.")
     return compose(mode, [r / math.factorial(j) for j, r in enumerate(raw, 1)], jets[0], out.ndim)
 
 
@@ -149,11 +152,11 @@ def positive(args: Sequence[Any], x: Tensor) -> Tensor:
 
 
 def above(args: Sequence[Any], x: Tensor) -> Tensor:
-    return x > args[1]
+    return x >= args[1]  # autograd's convention: clamp passes the derivative at its bound
 
 
 def below(args: Sequence[Any], x: Tensor) -> Tensor:
-    return x < args[1]
+    return x <= args[1]
 
 
 def absolute(args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int) -> list[Tensor]:

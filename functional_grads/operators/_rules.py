@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from . import _elementwise as ew
-from ._jet import Jet, Mode, NoRule, add, each, full, padded
+from ._jet import Jet, Mode, NoRule, add, each, full, only_first, padded
 
 aten = torch.ops.aten
 Rule = Callable[[Mode, Sequence[Any], dict, Sequence[Any], Any], Any]
@@ -112,8 +112,7 @@ def _select(c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, out: Any) -> 
 
 
 def _slice(c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, out: Any) -> Tensor:
-    dim = _dims(args[1] if len(args) > 1 else 0, args[0].ndim, int(k))[0]
-    return aten.slice(full(c, args[0].shape, k), dim, *args[2:])
+    return aten.slice(full(c, args[0].shape, k), _dims(args[1], args[0].ndim, int(k))[0], *args[2:])
 
 
 def _reduce(mean: bool, c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, out: Any) -> Tensor:
@@ -125,7 +124,7 @@ def _reduce(mean: bool, c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, o
     return total / math.prod(x.shape[i - s] for i in d) if mean else total
 
 
-def _convolution(c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, out: Any) -> Tensor:
+def _convolution(c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
     x, rest = args[0], list(args[3:])
     if not k:
         return aten.convolution.default(c.expand(x.shape), args[1], None, *rest)
@@ -135,9 +134,8 @@ def _convolution(c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, out: Any
 
 
 def _conv(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
-    if jets[1] is not None or jets[2] is not None:
-        raise NoRule("a convolution whose weight or bias depends on the input")
-    return each(mode, jets[0], lambda c, k: _convolution(c, k, args, kwargs, out))
+    only_first(jets, "a convolution")  # a bias is added after the convolution in the trace
+    return each(mode, jets[0], lambda c, k: _convolution(c, k, args, out))
 
 
 def _cat(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:

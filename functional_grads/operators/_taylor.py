@@ -327,7 +327,9 @@ class Directional:
         return value, jet[:-1], top
 
     def _fallback(self, args: Sequence[Any], V: Tensor, w: Tensor | None, order: int) -> tuple[Tensor, list[Tensor], Tensor]:
-        f, argnums, inner = self.f, self.argnums, inner_randomness(self.randomness)
+        # the directions share their sample's random draws; with randomness="error" the outer
+        # map refuses a random op first
+        f, argnums, inner = self.f, self.argnums, inner_randomness(self.randomness)  # pragma: no mutate
         per_sample = V.ndim == 3
 
         def one(*a: Any) -> Tensor:
@@ -353,7 +355,7 @@ class Directional:
         c = map_samples(self.api, one, args, argnums=argnums, chunk_size=self.chunk_size, randomness=self.randomness,
                         in_dims=self.in_dims, extra=(V,) if per_sample else ())  # [B, K, order + 1, *out]
         c = c.movedim(0, 2)  # [K, order + 1, B, *out]
-        value, lower, top = c[0, 0], [c[:, m] for m in range(1, order)], c[:, order]
+        value, lower, top = c[0, 0], list(c[:, 1:-1].unbind(1)), c[:, -1]
         if w is not None:
             top = torch.einsum("kb...,k->b...", top, w) if w.ndim == 1 else torch.einsum("kb...,bk->b...", top, w)
         return value, lower, top
