@@ -116,11 +116,16 @@ def test_ops_without_a_rule_are_refused_by_name():
     assert "aten.tanh" in ops_with_rules() and "aten.convolution" in ops_with_rules()
 
 
+def _outer(x, y, s=1.0):
+    return s * torch.einsum("bi,bj->bij", x, y)  # strictly [B, n] x [B, m]: no extra leading dims
+
+
 def _library():
     lib = torch.library.Library("fg_rules", "FRAGMENT")  # noqa: TOR901
-    lib.define("pairmul(Tensor x, Tensor y, *, float s=1.0) -> Tensor")  # s * x * y, bilinear
+    lib.define("outer(Tensor x, Tensor y, *, float s=1.0) -> Tensor")  # bilinear
+    lib.define("triple(Tensor x, Tensor y, Tensor z) -> Tensor")
     lib.define("softcube(Tensor x) -> Tensor")
-    for name, fn in (("pairmul", lambda x, y, s=1.0: s * x * y), ("softcube", lambda x: x**3 / 3)):
+    for name, fn in (("outer", _outer), ("triple", lambda x, y, z: x * y * z), ("softcube", lambda x: x**3 / 3)):
         lib.impl(name, fn, "CompositeExplicitAutograd")
         lib.impl(name, fn, "Meta")
     return lib
@@ -135,25 +140,31 @@ def test_registered_rules_for_a_users_ops(monkeypatch):
     monkeypatch.setattr(_rules, "_RULES", dict(_rules._RULES))  # the registrations end with the test
     ops = torch.ops.fg_rules
     fg_register = __import__("functional_grads").operators.register_rule
-    fg_register(ops.pairmul, linear=(0, 1))
+    fg_register(ops.outer, linear=(0, 1))
+    fg_register(ops.triple.default, linear=(0, 1, 2))
     fg_register(ops.softcube.default, derivatives=lambda x, n: [(x**2, 2 * x, 2 + 0 * x)[k] for k in range(n)])
-    both = lambda x: ops.softcube(ops.pairmul(x.sin(), x, s=2.0))  # noqa: E731 - both arguments live
-    one = lambda x: ops.pairmul(x.exp(), W[0], s=0.5)  # noqa: E731 - one live argument
-    mine = lambda x: (2.0 * x.sin() * x) ** 3 / 3 + 0.5 * x.exp() * W[0]  # noqa: E731 - the same, in torch
+    # the engine maps f over the batch: inside, x is [B, 3]
+    both = lambda x: ops.softcube(ops.outer(x.sin(), x, s=2.0)).sum(-1)  # noqa: E731 - both arguments live
+    one = lambda x: ops.outer(x.exp(), W[:1].expand(x.shape[0], 3), s=0.5).sum(-1)  # noqa: E731 - one live
+    mine = lambda x: (_outer(x.sin(), x, 2.0) ** 3 / 3).sum(-1) + _outer(x.exp(), W[:1].expand(x.shape[0], 3), 0.5).sum(-1)  # noqa: E731,E501
     X = torch.randn(2, 3, dtype=F64, generator=torch.Generator().manual_seed(5))
-    V = torch.eye(3, dtype=F64)
+    V = torch.randn(3, 3, dtype=F64, generator=torch.Generator().manual_seed(6))
+    batched = lambda g: Engine("test", lambda p, x: g(x[None])[0], 1, None, "error")  # noqa: E731
     for n in (1, 2, 3):
         for w in (None, torch.tensor([1.0, 2.0, -1.0], dtype=F64)):
-            got = [_engine(g)((None, X), V[:, None], Mode(n, w)) for g in (both, one)]
-            want = _engine(mine)((None, X), V[:, None], Mode(n, w))
+            got = [batched(g)((None, X), V[:, None], Mode(n, w)) for g in (both, one)]
+            want = batched(mine)((None, X), V[:, None], Mode(n, w))
             torch.testing.assert_close(got[0][0] + got[1][0], want[0])
             for m in range(n):
                 torch.testing.assert_close(got[0][1][m] + got[1][1][m], want[1][m], rtol=1e-10, atol=1e-11)
-    three = lambda x: ops.pairmul(x, x, s=1.0) * W[0]  # noqa: E731
-    fg_register(ops.pairmul.default, linear=(0,))  # an overload's rule wins over its packet's
-    with pytest.raises(Unsupported, match=r"^fg_rules\.pairmul\.default: an input-dependent argument outside "
-                                          r"linear=\(0,\), or more than two$"):
+    three = lambda x: ops.triple(x, x.sin(), x.cos())  # noqa: E731
+    with pytest.raises(Unsupported, match=r"^fg_rules\.triple\.default: an input-dependent argument outside "
+                                          r"linear=\(0, 1, 2\), or more than two$"):
         _engine(three)((None, X), V[:, None], Mode(2, None))
+    fg_register(ops.outer.default, linear=(0,))  # an overload's rule wins over its packet's
+    with pytest.raises(Unsupported, match=r"^fg_rules\.outer\.default: an input-dependent argument outside "
+                                          r"linear=\(0,\), or more than two$"):
+        batched(both)((None, X), V[:, None], Mode(2, None))
 
 
 def test_refusals_of_the_rules():

@@ -24,17 +24,21 @@ TANH, SIGMOID, EXP = (1.0, 0.0, -1.0), (0.0, 1.0, -1.0), (0.0, 1.0)
 def elementwise(derivs: Derivs, mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
     """The rule of ``y = s(x, *constants)``, elementwise, from its derivatives ``derivs``."""
     only_first(jets, "an elementwise op")
-    raw = derivs(args, kwargs, args[0], out, mode.order)
-    if len(raw) != mode.order:
-        raise ValueError(f"register_rule: derivatives(x, n) must return n = {mode.order} tensors "
-                         f"[f'(x), ..., f^(n)(x)], got {len(raw)}.")
-    return compose(mode, [r / math.factorial(j) for j, r in enumerate(raw, 1)], jets[0], out.ndim)
+    return compose(mode, normalized(derivs(args, kwargs, args[0], out, mode.order)), jets[0], out.ndim)
+
+
+def normalized(raw: Sequence[Tensor]) -> list[Tensor]:
+    """``[s', s'', ...] -> [s' / 1!, s'' / 2!, ...]``: the Taylor coefficients ``compose`` takes."""
+    return [r / math.factorial(j) for j, r in enumerate(raw, 1)]
 
 
 def compose(mode: Mode, d: Sequence[Tensor], c: Jet | None, nd: int) -> Jet:
     """Faa di Bruno: the jet of ``s(h)`` from ``d_j = s^(j)(h0) / j!`` and the jet ``c`` of ``h``
     (``sum_j d_j (sum_i c_i t^i)^j``, truncated at the order)."""
     n = mode.order
+    if len(d) != n:
+        raise ValueError(f"register_rule: derivatives(x, n) must return n = {n} tensors [f'(x), ..., f^(n)(x)], "
+                         f"got {len(d)}.")
     c = padded(mode, c, nd) or [None] * n
     per = [c[m - 1] if mode.per_direction(m) else None for m in range(1, n + 1)]
     # power[j][m]: coefficient m of (sum_i c_i t^i)^j over the per-direction coefficients
@@ -69,8 +73,13 @@ def user(fn: Callable[[Tensor, int], Sequence[Tensor]], args: Sequence[Any], kwa
 
 
 def chain(q: Sequence[float], args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int) -> list[Tensor]:
+    """tanh, sigmoid, exp: see :func:`chain_derivatives`."""
+    return chain_derivatives(q, y, n)
+
+
+def chain_derivatives(q: Sequence[float], y: Tensor, n: int) -> list[Tensor]:
     """``y = s(x)`` with ``s' = Q(s)`` for a polynomial ``Q`` (coefficients ``q``, lowest
-    first): ``s^(m) = P_m(y)``, ``P_1 = Q``, ``P_(m+1) = P_m' Q`` (tanh, sigmoid, exp)."""
+    first): ``s^(m) = P_m(y)``, ``P_1 = Q``, ``P_(m+1) = P_m' Q``."""
     out, p = [], list(q)
     for _ in range(n):
         out.append(_horner(p, y))
@@ -114,7 +123,12 @@ def scalar_power(args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int
 
 
 def logarithm(shift: float, args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int) -> list[Tensor]:
-    """``log(x + shift)``: ``(-1)^(m-1) (m-1)! / (x + shift)^m`` (log, log1p)."""
+    """log (``shift=0``), log1p (``1``): see :func:`log_derivatives`."""
+    return log_derivatives(x, shift, n)
+
+
+def log_derivatives(x: Tensor, shift: float, n: int) -> list[Tensor]:
+    """``log(x + shift)``: ``(-1)^(m-1) (m-1)! / (x + shift)^m``."""
     r = 1 / (x + shift)
     return [(-1) ** (m - 1) * math.factorial(m - 1) * r**m for m in range(1, n + 1)]
 

@@ -174,9 +174,9 @@ def _add_sub(sign: float, mode: Mode, args: Sequence[Any], kwargs: dict, jets: S
             for m in range(mode.order)]
 
 
-def _scaled(mode: Mode, jet: Jet | None, out: Any, s: Any) -> Any:
-    """``x -> x * s`` with ``s`` not depending on the input."""
-    return each(mode, padded(mode, jet, out.ndim), lambda c, k: c * s)
+def _scaled(mode: Mode, jet: Jet | None, nd: int, s: Any) -> Any:
+    """``x -> x * s`` with ``s`` not depending on the input; ``nd`` the result's ndim."""
+    return each(mode, padded(mode, jet, nd), lambda c, k: c * s)
 
 
 # ---- products ------------------------------------------------------------------------------
@@ -208,13 +208,16 @@ def _matmul_op(x: Tensor, kx: bool, y: Tensor, ky: bool) -> Tensor:
 
 
 def _times(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
-    a, b = jets[0], jets[1] if len(jets) > 1 else None
+    return _mul_jets(mode, args[0], jets[0], args[1], jets[1], out.ndim)
+
+
+def _mul_jets(mode: Mode, a0: Any, a: Jet | None, b0: Any, b: Jet | None, nd: int) -> Any:
+    """The jet of ``a * b`` (``nd`` its ndim) from the values and jets of ``a`` and ``b``."""
     if b is None:
-        return _scaled(mode, a, out, args[1])
+        return _scaled(mode, a, nd, b0)
     if a is None:
-        return _scaled(mode, b, out, args[0])
-    nd = out.ndim
-    return _product(mode, _mul_op, args[0], padded(mode, a, nd), args[1], padded(mode, b, nd))
+        return _scaled(mode, b, nd, a0)
+    return _product(mode, _mul_op, a0, padded(mode, a, nd), b0, padded(mode, b, nd))
 
 
 def _matmul(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
@@ -261,48 +264,44 @@ def _multilinear(op: Any, positions: tuple[int, ...], mode: Mode, args: Sequence
 
 
 def _div(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
-    a, b = args[0], args[1]
-    if len(jets) < 2 or jets[1] is None:
-        return _scaled(mode, jets[0], out, 1 / b)
+    a, b = args
+    if jets[1] is None:
+        return _scaled(mode, jets[0], out.ndim, 1 / b)
     r = 1 / b  # a / b = a * (1 / b)
-    rj = ew.elementwise(partial(ew.fixed_power, -1.0), mode, [b], {}, [jets[1]], r)
-    return _times(mode, [a, r], {}, [jets[0], rj], out)
+    rj = ew.compose(mode, ew.normalized(ew.power(-1.0, b, mode.order)), jets[1], r.ndim)
+    return _mul_jets(mode, a, jets[0], r, rj, out.ndim)
 
 
 def _pow_tensor(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
+    a, b = args
     if jets[1] is None:
-        return ew.elementwise(ew.scalar_power, mode, args, kwargs, jets, out)
-    log_a = torch.log(args[0])  # a^b = exp(b log a)
-    lj = None if jets[0] is None else ew.elementwise(partial(ew.logarithm, 0.0), mode, [args[0]], {}, [jets[0]], log_a)
-    e = args[1] * log_a
-    ej = _times(mode, [args[1], log_a], {}, [jets[1], lj], e)
-    return ew.elementwise(partial(ew.chain, ew.EXP), mode, [e], {}, [ej], out)
+        return ew.compose(mode, ew.normalized(ew.power(b, a, mode.order)), jets[0], out.ndim)
+    log_a = torch.log(a)  # a^b = exp(b log a)
+    lj = None if jets[0] is None else ew.compose(mode, ew.normalized(ew.log_derivatives(a, 0.0, mode.order)),
+                                                 jets[0], log_a.ndim)
+    exponent = _mul_jets(mode, b, jets[1], log_a, lj, out.ndim)
+    return ew.compose(mode, ew.normalized(ew.chain_derivatives(ew.EXP, out, mode.order)), exponent, out.ndim)
 
 
 def _pow_scalar_base(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
     ln = math.log(args[0])  # base ** x: every derivative is ln(base)^m base ** x
-    return ew.compose(mode, [out * ln**m / math.factorial(m) for m in range(1, mode.order + 1)], jets[1], out.ndim)
+    return ew.compose(mode, ew.normalized([out * ln**m for m in range(1, mode.order + 1)]), jets[1], out.ndim)
 
 
 def _var_mean(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
     """``var_mean`` (a tuple) and ``var`` (``out`` not a tuple): mean, deviation, mean square."""
     x = args[0]
-    dims = args[1] if len(args) > 1 and args[1] is not None else list(range(x.ndim))
+    d = _dims(range(x.ndim) if args[1] is None else args[1], x.ndim, 0)
     keep, correction = kwargs.get("keepdim", False), kwargs.get("correction", 1)
-    mean = x.mean(dims, keepdim=True)
-    mean_jet = _linear(partial(_reduce, True), mode, [x, dims, True], {}, jets[:1], mean)
-    dev = x - mean
-    dev_jet = _add_sub(-1.0, mode, [x, mean], {}, [jets[0], mean_jet], dev)
-    sq = dev * dev
-    sq_jet = _times(mode, [dev, dev], {}, [dev_jet, dev_jet], sq)
-    N = math.prod(x.shape[d] for d in _dims(dims, x.ndim, 0))
-    var_jet = _linear(partial(_reduce, False), mode, [sq, dims, keep], {}, [sq_jet], out[0] if isinstance(out, tuple) else out)
-    var_jet = each(mode, var_jet, lambda c, k: c / max(N - correction, 0))
+    N = math.prod(x.shape[i] for i in d)
+    mean_jet = each(mode, jets[0], lambda c, k: full(c, x.shape, k).sum([i + k for i in d], keepdim=True) / N)
+    dev = x - x.mean(d, keepdim=True)
+    dev_jet = _add_sub(-1.0, mode, args, {}, [jets[0], mean_jet], x)
+    square = _mul_jets(mode, dev, dev_jet, dev, dev_jet, x.ndim)
+    var_jet = each(mode, square, lambda c, k: full(c, x.shape, k).sum([i + k for i in d], keepdim=keep) / (N - correction))
     if not isinstance(out, tuple):
         return var_jet
-    if not keep:
-        mean_jet = each(mode, mean_jet, lambda c, k: c.squeeze(_dims(dims, x.ndim, int(k))))
-    return var_jet, mean_jet
+    return var_jet, each(mode, mean_jet, lambda c, k: c if keep else c.squeeze([i + k for i in d]))
 
 
 def _constant(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
