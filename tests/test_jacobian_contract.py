@@ -128,18 +128,24 @@ def _counting(calls):
     return field
 
 
-def test_chunk_size_reaches_the_jacobian_and_the_forward_divergence():
+def test_chunk_size_reaches_the_jacobian_and_the_forward_divergence(monkeypatch):
+    from functional_grads.operators import _taylor
+
     A = torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 3.0], [0.0, 1.0, 4.0]], dtype=F64)
     X = torch.randn(6, 3, dtype=F64)
-    for build in (lambda f, c: fg.input_jacobian(f, chunk_size=c), lambda f, c: fg.divergence(f, method="forward",
-                                                                                                  chunk_size=c)):
-        counts, outs = {}, {}
-        for chunk in (None, 2):
-            calls = []
-            outs[chunk] = build(_counting(calls), chunk)(A, X)
-            counts[chunk] = len(calls)
-        torch.testing.assert_close(outs[2], outs[None], rtol=1e-12, atol=1e-12)
-        assert counts[2] > counts[None]  # f runs once per chunk of 2 samples
+    counts, outs = {}, {}
+    for chunk in (None, 2):
+        calls = []
+        outs[chunk] = fg.input_jacobian(_counting(calls), chunk_size=chunk)(A, X)
+        counts[chunk] = len(calls)
+    torch.testing.assert_close(outs[2], outs[None], rtol=1e-12, atol=1e-12)
+    assert counts[2] > counts[None]  # f runs once per chunk of 2 samples
+    seen, real = [], _taylor.Engine.__call__
+    monkeypatch.setattr(_taylor.Engine, "__call__", lambda self, args, *a: seen.append(args[1].shape[0]) or real(self, args, *a))
+    f = lambda p, x: p @ torch.tanh(x)  # noqa: E731
+    whole = fg.divergence(f, method="forward")(A, X)
+    torch.testing.assert_close(fg.divergence(f, method="forward", chunk_size=4)(A, X), whole, rtol=1e-12, atol=1e-12)
+    assert seen == [6, 4, 2]  # the Taylor engine runs once per chunk
 
 
 def test_divergence_passes_argnums_and_mode_on_to_the_jacobian():

@@ -6,12 +6,13 @@ import math
 from typing import Any, Callable, Sequence
 
 import torch
-from torch.func import jacfwd, jacrev, jvp, vmap
+from torch.func import jacfwd, jacrev
 
 from .. import _checks, _random
 from .._context import compiling
 from .._per_sample import check_in_dims, inner_randomness, map_samples, output_shape, same_shape_output
 from .._typing import DivergenceMethod, InDims, JacobianMode, PerSampleFn, Probe, Randomness, choices
+from ._taylor import Directional
 
 
 
@@ -95,10 +96,11 @@ def divergence(
     Args:
       f: ``f(params, x) -> out`` whose per-sample output is shaped like ``x`` (or, with
         ``dims``, has ``len(dims)`` elements).
-      method: ``"forward"``: one JVP per input direction, taking only the diagonal (no
-        ``[D, D]`` Jacobian is kept); ``"jacobian"``: the trace of :func:`input_jacobian`
-        (``mode`` picks its AD mode); ``"auto"``: ``"forward"`` eagerly, ``"jacobian"``
-        under ``torch.compile`` (NOTE [jacfwd under compile]); ``"hutchinson"``: the
+      method: ``"forward"``: first-order Taylor mode along each input direction through the
+        ops ``f`` runs (NOTE [Taylor engine]), taking only the diagonal; ``"jacobian"``: the
+        trace of :func:`input_jacobian` (``mode`` picks its AD mode); ``"auto"``:
+        ``"forward"``, except ``"jacobian"`` under ``torch.compile`` (the dict option, NOTE
+        [jacfwd under compile]); ``"hutchinson"``: the
         unbiased mean of ``v^T J v`` over ``num_samples`` probes per sample (variance
         ``sum_{i!=j} (J_ij^2 + J_ij J_ji) / num_samples`` for Rademacher probes), as in
         FFJORD and sliced score matching.
@@ -128,37 +130,25 @@ def divergence(
     jac = input_jacobian(field, argnums=argnums, mode=mode, in_dims=in_dims, chunk_size=chunk_size,
                          randomness=randomness)
 
-    def one(*args_and_v: Any) -> torch.Tensor:
-        *args, V, S = args_and_v  # V [n, K] probes over the K coordinates, S [K, D] picks them
-        x = args[argnums]
-
-        def along(v: torch.Tensor) -> torch.Tensor:
-            def fx(y: torch.Tensor) -> torch.Tensor:
-                a = list(args)
-                a[argnums] = y
-                return field(*a)
-
-            return (jvp(fx, (x,), ((v @ S).reshape(x.shape),))[1].reshape(-1) * v).sum()
-
-        total = vmap(along, randomness=inner_randomness(randomness))(V).sum()
-        return total / V.shape[0] if method == "hutchinson" else total
+    directional = Directional(api, field, argnums=argnums, in_dims=in_dims, chunk_size=chunk_size,
+                              randomness=randomness)
 
     def divergence_fn(*args: Any) -> Any:
         X = _checks.check_batch(api, args, argnums)
-        D = X[0].numel()
+        B, D = X.shape[0], X[0].numel()
         idx = list(range(D)) if dims is None else _checks.check_dims(api, dims, D)
-        chosen = method if method != "auto" else ("jacobian" if compiling() else "forward")  # pragma: no mutate (mutation runs do not compile)
+        chosen = method if method != "auto" else ("jacobian" if torch.compiler.is_compiling() else "forward")  # pragma: no mutate (mutation runs do not compile)
+        K = len(idx)
         if chosen == "jacobian":
-            J = jac(*args).reshape(X.shape[0], len(idx), D)
-            return J[:, torch.arange(len(idx)), idx].sum(1)
-        B, K = X.shape[0], len(idx)
-        S = torch.eye(D, dtype=X.dtype, device=X.device)[idx]
-        if chosen == "forward":
-            V = torch.eye(K, dtype=X.dtype, device=X.device).expand(B, K, K)
-        else:
-            V = _random.probes(X, (B, num_samples, K), probe, generator=generator)
-        return map_samples(api, lambda *a: one(*a, S), args, argnums=argnums, chunk_size=chunk_size,
-                           randomness=randomness, in_dims=in_dims, extra=(V,))
+            J = jac(*args).reshape(B, K, D)
+            return J[:, torch.arange(K), idx].sum(1)
+        S = torch.eye(D, dtype=X.dtype, device=X.device)[idx]  # [K, D]: the coordinates as directions
+        if chosen == "forward":  # K first-order Taylor coefficients through f's graph (NOTE [Taylor engine])
+            tangents = directional(args, S, None, 1)[2].reshape(K, B, K)  # d f / d x_idx[k], [K, B, out]
+            return tangents.diagonal(dim1=0, dim2=2).sum(-1)
+        Z = _random.probes(X, (B, num_samples, K), probe, generator=generator)  # v^T J v, v = Z over the coordinates
+        tangents = directional(args, Z @ S, None, 1)[2].reshape(num_samples, B, K)
+        return torch.einsum("nbk,bnk->b", tangents, Z) / num_samples
 
     return divergence_fn
 
