@@ -288,13 +288,20 @@ def _directions(api: str, X: Tensor, dims: Any, weights: Tensor | None, *, span:
 def _draw(method: str, X: Tensor, V: Tensor, w: Tensor, n: int, probe: str,
           generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Per-sample random directions ``[B, n, D]`` and weights ``[B, n]`` with the same expected operator."""
-    B, K = X.shape[0], V.shape[0]
     if method == "hutchinson":  # probes over the positive and the negative part of sum_k w_k v_k v_k^T
+        B = X.shape[0]
         parts = [(sign, w * sign > 0) for sign in (1.0, -1.0) if bool((w * sign > 0).any())]
         Vs = [_random.probes(X, (B, n, int(m.sum())), probe, generator=generator)  # type: ignore[arg-type]
               @ ((w[m] * sign).sqrt()[:, None] * V[m]) for sign, m in parts]
         ws = [X.new_full((B, n), sign / n) for sign, _ in parts]
         return torch.cat(Vs, 1), torch.cat(ws, 1)
+    return subset(X, V, w, n, generator)
+
+
+def subset(X: Tensor, V: Tensor, w: Tensor, n: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """STDE's draw: ``n`` of the ``K`` directions per sample, uniformly without replacement,
+    weighted ``K / n``: ``[B, n, D]``, ``[B, n]``."""
+    B, K = X.shape[0], V.shape[0]
     keys = _random.uniform(X, (B, K), 0.0, 1.0, generator)
     pick = keys.argsort(-1)[:, : min(n, K)]  # a uniformly random subset per sample
     return V[pick], w[pick] * (K / pick.shape[1])

@@ -14,7 +14,7 @@ from torch import Tensor
 from .. import _checks
 from .._per_sample import check_in_dims, component_output
 from .._typing import BiharmonicMethod, InDims, PerSampleFn, Randomness, choices
-from ._laplacian import _draw
+from ._laplacian import subset
 from ._taylor import Directional
 
 Index = Sequence[int]
@@ -66,12 +66,9 @@ def partials(
         D = X[0].numel()
         for name, index in indices.items():
             _check_range(api, name, index, D)
-        order = max(len(i) for i in indices.values())
+        order = max(1, *(len(i) for i in indices.values()))
         plan = {name: polarize(index) for name, index in indices.items() if index}
-        directions = sorted({v for terms in plan.values() for v in terms})
-        if not directions:  # values only
-            value, _, _ = directional(args, X.new_zeros(1, D), None, 1)
-            return {name: value for name in indices}
+        directions = sorted({v for terms in plan.values() for v in terms}) or [((0, 1),)]  # values only: any one
         V = _vectors(directions, D, X)
         value, lower, top = directional(args, V, None, order)
         coefficients = [*lower, top]  # [K, B, *out] for orders 1..order
@@ -124,16 +121,15 @@ def partial_derivative(
     index = _check_index(api, index)
     directional = Directional(api, component_output(api, f), argnums=argnums, in_dims=in_dims,
                               chunk_size=chunk_size, randomness=randomness)
-    terms = polarize(index) if index else {}
+    terms = polarize(index) if index else {((0, 1),): Fraction(0)}  # the value: along any one direction
 
     def partial_derivative_fn(*args: Any) -> Tensor:
         X = _checks.check_batch(api, args, argnums)
         _check_range(api, "index", index, X[0].numel())
-        if not index:
-            return directional(args, X.new_zeros(1, X[0].numel()), None, 1)[0]
         V = _vectors(list(terms), X[0].numel(), X)
         w = X.new_tensor([float(c) for c in terms.values()]) * math.factorial(len(index))
-        return directional(args, V, w, len(index))[2]
+        value, _, top = directional(args, V, w, max(len(index), 1))
+        return top if index else value
 
     return partial_derivative_fn
 
@@ -186,7 +182,7 @@ def biharmonic(
         idx = list(range(D)) if dims is None else _checks.check_dims(api, dims, D)
         V, w = _biharmonic_directions(idx, D, X)
         if method == "stde":
-            V, w = _draw("stde", X, V, w, num_samples, "rademacher", generator)
+            V, w = subset(X, V, w, num_samples, generator)
         return directional(args, V, w, 4)[2]
 
     return biharmonic_fn
