@@ -242,3 +242,29 @@ def test_no_path_changes_the_modules_parameters(make):
     after = [(name, p) for name, p in model.named_parameters(remove_duplicate=False)]
     assert [n for n, _ in after] == [n for n, _ in before]
     assert all(a is b and type(a) is nn.Parameter for (_, a), (_, b) in zip(after, before))
+
+
+def _nested(model, X, index):
+    """``d^n model / dx_index`` per sample by nested autograd on the module itself."""
+    out = []
+    for x in X:
+        x = x.clone().requires_grad_()
+        g = model(x[None])[0, 0]
+        for i in index:
+            g = torch.autograd.grad(g, x, create_graph=True)[0][i]
+        out.append(g.detach())
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("make", [*LEGAL.values(), _hooked], ids=[*LEGAL.keys(), "forward hook"])
+def test_higher_order_operators_run_what_the_module_runs(make):
+    # NOTE [Taylor engine]: the operators trace module(x) as it runs
+    model = make()
+    f, params = fg.functionalize(model)
+    X = _X(n=3)
+    biharmonic = sum(_nested(model, X, (i, i, j, j)) for i in range(3) for j in range(3))
+    assert_close(fg.biharmonic(f)(params, X), biharmonic, rtol=1e-9, atol=1e-9)
+    assert_close(fg.partial_derivative(f, (0, 1, 2))(params, X), _nested(model, X, (0, 1, 2)), rtol=1e-9, atol=1e-10)
+    got = fg.partials(f, {"u": (), "u_12": (1, 2)})(params, X)
+    assert_close(got["u"], model(X)[:, 0], rtol=1e-12, atol=1e-12)
+    assert_close(got["u_12"], _nested(model, X, (1, 2)), rtol=1e-9, atol=1e-10)
