@@ -199,3 +199,36 @@ def test_chunks_of_the_batch_give_the_whole_batch(chunk):
         torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(got[1][1], want[1][1], rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(got[2], want[2], rtol=1e-10, atol=1e-12)
+
+
+def test_the_fallback_passes_the_options_on():
+    from functional_grads.operators._taylor import Directional
+
+    calls = []
+    net = _seq(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 1))
+    f, params = fg.functionalize(net)
+
+    def g(p, x, s):
+        calls.append(1)
+        return f(p, torch.cat([x, s[None]])) * s
+
+    X, s = torch.randn(6, 3, dtype=F64), torch.rand(6, dtype=F64) + 0.5
+    V = torch.eye(3, dtype=F64)[:1]  # one direction
+    outs = {}
+    for chunk in (None, 2):
+        d = Directional("laplacian", g, argnums=1, in_dims=(None, 0, 0), chunk_size=chunk, randomness="error")
+        d.reason = "forced by the test"
+        calls.clear()
+        outs[chunk] = d((params, X, s), V, None, 2)
+        outs[chunk, "calls"] = len(calls)
+    assert outs[2, "calls"] > outs[None, "calls"]  # f runs per chunk
+    for a, b in zip(outs[2], outs[None]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    want = torch.stack([g(params, X[i], s[i]) for i in range(6)])
+    torch.testing.assert_close(outs[None][0], want, rtol=1e-12, atol=1e-12)
+    noisy = Directional("laplacian", lambda p, x: (x * torch.rand_like(x)).sum(), argnums=1, in_dims=None,
+                        chunk_size=None, randomness="error")
+    noisy.reason = "forced by the test"
+    with pytest.raises(ValueError, match=r"^laplacian: f calls a random operation \(e\.g\. dropout\) inside a "
+                                         r"per-sample transform"):
+        noisy((None, X), V, None, 2)

