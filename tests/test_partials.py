@@ -130,7 +130,7 @@ def _twin(model):
 
 
 @pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("index", [(0,), (1, 1), (0, 2), (2, 2, 2), (0, 1, 1), (0, 1, 2), (1, 1, 1, 1), (0, 0, 2, 2)])
+@pytest.mark.parametrize("index", [(0,), (0, 2), (2, 2, 2), (0, 1, 2), (0, 0, 2, 2)])
 def test_partial_derivative_equals_nested_autograd(name, index):
     model = MODELS[name]().double()
     f, params = fg.functionalize(model)
