@@ -86,3 +86,24 @@ def test_stde_draws_from_its_generator_one_direction_by_default():
     torch.testing.assert_close(draw(), draw(num_samples=1), rtol=0, atol=0)
     assert not torch.equal(draw(), draw(num_samples=2))
     assert not torch.equal(draw(), fg.biharmonic(f, method="stde", generator=torch.Generator().manual_seed(8))(params, X))
+
+
+@pytest.mark.parametrize("name", APIS)
+def test_a_non_tensor_output_is_refused_naming_the_api(name):
+    with pytest.raises(TypeError, match=rf"^{name}: f must return a tensor, got float\."):
+        APIS[name](lambda p, x: 1.0)(torch.tensor(1.0, dtype=F64), torch.ones(2, 3, dtype=F64))
+
+
+def test_polarization_merges_multiples_of_one_direction():
+    from fractions import Fraction
+
+    from functional_grads.operators._partials import polarize
+
+    assert polarize((0, 0, 0, 0)) == {((0, 1),): Fraction(1, 1)}  # a pure partial: e_0 alone
+    assert polarize((2, 0)) == {((0, 1), (2, 1)): Fraction(1, 4), ((0, 1), (2, -1)): Fraction(-1, 4)}
+    assert set(polarize((1, 0, 0))) == {((0, 2), (1, 1)), ((0, 2), (1, -1)), ((1, 1),)}  # 2 e0 +- e1, e1
+
+
+def test_the_biharmonic_of_one_coordinate_is_its_fourth_derivative():
+    p, X = torch.tensor(2.0, dtype=F64), torch.tensor([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0]], dtype=F64)
+    torch.testing.assert_close(fg.biharmonic(f0, dims=[1])(p, X), torch.full((2,), 2 * 24.0, dtype=F64))

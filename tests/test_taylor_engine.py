@@ -1,6 +1,8 @@
 """The Taylor engine (NOTE [Taylor engine]) on models of every kind, against nested
 autograd of the same function."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -232,3 +234,70 @@ def test_the_fallback_passes_the_options_on():
     with pytest.raises(ValueError, match=r"^laplacian: f calls a random operation \(e\.g\. dropout\) inside a "
                                          r"per-sample transform"):
         noisy((None, X), V, None, 2)
+
+
+def test_the_input_tangent_stays_shared_by_the_batch_through_views():
+    # before the first nonlinearity the tangents do not depend on the sample: [K, 1, ...]
+    from functional_grads.operators._rules import _reshape
+
+    K, B, D = 4, 5, 3
+    c = torch.randn(K, 1, D, dtype=F64)
+    x = torch.zeros(B, D, dtype=F64)
+    up = _reshape(c, True, [x], x[:, None])  # unsqueeze: [B, 1, D]
+    assert up.shape == (K, 1, 1, D)
+    flat = _reshape(up, True, [x[:, None]], x)  # view back: [B, D]
+    assert flat.shape == (K, 1, D)
+    torch.testing.assert_close(flat.expand(K, B, D), c.expand(K, B, D), rtol=0, atol=0)
+    mixed = _reshape(c, True, [x], x.reshape(B * D))  # a view across samples: expanded first
+    torch.testing.assert_close(mixed, c.expand(K, B, D).reshape(K, B * D), rtol=0, atol=0)
+    one = torch.zeros(1, D, dtype=F64)
+    torch.testing.assert_close(_reshape(c, True, [one], one[:, None]), c.reshape(K, 1, 1, D), rtol=0, atol=0)
+    top = torch.randn(1, D, dtype=F64)  # a collapsed coefficient has no direction dim
+    torch.testing.assert_close(_reshape(top, False, [x], x[:, None]), top.expand(B, D)[:, None], rtol=0, atol=0)
+
+
+def test_functions_that_differ_only_in_a_closed_over_object_are_not_confused():
+    def make(act):
+        return lambda p, x: act(x * p).sum()
+
+    p, X = torch.tensor(1.5, dtype=F64), torch.randn(4, 3, dtype=F64)
+    for act in (torch.tanh, torch.sin, torch.sigmoid):  # same code, other closure: its own trace
+        want = fg.laplacian(make(act), method="hessian")(p, X)
+        torch.testing.assert_close(fg.laplacian(make(act))(p, X), want, rtol=1e-10, atol=1e-12)
+
+
+def test_the_fallback_is_logged_once_with_the_engines_reason(caplog):
+    from functional_grads.operators._taylor import Directional
+
+    f = lambda p, x: (x * torch.rand_like(x)).sum() * p  # noqa: E731 - random: refused inside the trace too
+    d = Directional("laplacian", f, argnums=1, in_dims=None, chunk_size=None, randomness="error")
+    X = torch.randn(3, 2, dtype=F64)
+    with caplog.at_level("INFO", logger="functional_grads"):
+        for _ in range(2):
+            with pytest.raises(ValueError, match="^laplacian: f calls a random operation"):
+                d((1.0, X), torch.eye(2, dtype=F64), None, 2)
+    lines = [r.getMessage() for r in caplog.records if "Taylor engine" in r.getMessage()]
+    assert len(lines) == 1
+    assert re.match(r"^laplacian: the Taylor engine cannot run f \(ValueError: laplacian: f calls a random "
+                    r"operation .*\); using forward-over-reverse$", lines[0])
+    assert d.reason.startswith("ValueError: laplacian: f calls a random operation")
+
+
+def test_shared_weights_are_collapsed_in_the_engine_and_per_sample_ones_after_it(monkeypatch):
+    from functional_grads.operators import _taylor
+
+    modes, real = [], _taylor.Engine.__call__
+    monkeypatch.setattr(_taylor.Engine, "__call__", lambda self, args, t, mode: modes.append(mode) or real(self, args, t, mode))
+    net = _seq(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).float()  # float32 outputs of float64 weights' math
+    f, params = fg.functionalize(net)
+    X = torch.randn(5, 3)
+    V, w = torch.randn(3, 3), torch.tensor([0.5, -1.0, 2.0])
+    d = _taylor.Directional("laplacian", f, argnums=1, in_dims=None, chunk_size=None, randomness="error")
+    shared = d((params, X), V, w, 2)[2]
+    assert modes[-1].weights is w
+    per = d((params, X), V.expand(5, 3, 3), w.expand(5, 3), 2)[2]
+    assert modes[-1].weights is None
+    plain = d((params, X), V, None, 2)[2]  # [K, B, 2], then weighted here by hand
+    for got in (shared, per):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, (plain * w[:, None, None]).sum(0), rtol=1e-5, atol=1e-6)

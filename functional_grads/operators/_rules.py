@@ -66,32 +66,32 @@ def ops_with_rules() -> list[str]:
     return sorted(str(op) for op in _RULES)
 
 
-# ---- linear ops: fn(c, per_direction, args, kwargs, out) on each coefficient -----------
+# ---- linear ops: fn(c, per_direction, args, out) on each coefficient --------------------
 
 
-def _linear(fn: Callable[[Tensor, bool, Sequence[Any], dict, Any], Tensor], mode: Mode, args: Sequence[Any],
+def _linear(fn: Callable[[Tensor, bool, Sequence[Any], Any], Tensor], mode: Mode, args: Sequence[Any],
             kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
-    """An op linear in its first argument, its only tensor argument."""
-    return each(mode, jets[0], lambda c, k: fn(c, k, args, kwargs, out))
+    """An op linear in its first argument, its only tensor argument (positional arguments only)."""
+    return each(mode, jets[0], lambda c, k: fn(c, k, args, out))
 
 
-def _same(c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, out: Any) -> Tensor:
+def _same(c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
     return c
 
 
-def _cast(c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, out: Any) -> Tensor:
+def _cast(c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
     return c.to(out.dtype)
 
 
-def _negate(c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, out: Any) -> Tensor:
+def _negate(c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
     return -c
 
 
-def _expand(c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, out: Any) -> Tensor:
+def _expand(c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
     return full(c, out.shape, k)
 
 
-def _reshape(c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, out: Any) -> Tensor:
+def _reshape(c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
     shape, new = args[0].shape, out.shape
     if k and c.shape[1] == 1 != shape[0] and len(new) and new[0] == shape[0] and tuple(c.shape[2:]) == tuple(shape[1:]):
         return c.reshape(c.shape[0], 1, *new[1:])  # shared by the batch (the input's tangent): stays shared
@@ -102,20 +102,20 @@ def _dims(dims: Any, ndim: int, shift: int) -> list[int]:
     return [d % max(ndim, 1) + shift for d in ([dims] if isinstance(dims, int) else dims)]
 
 
-def _permute(c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, out: Any) -> Tensor:
+def _permute(c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
     s = int(k)
     return full(c, args[0].shape, k).permute(*range(s), *_dims(args[1], args[0].ndim, s))
 
 
-def _select(c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, out: Any) -> Tensor:
+def _select(c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
     return full(c, args[0].shape, k).select(_dims(args[1], args[0].ndim, int(k))[0], args[2])
 
 
-def _slice(c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, out: Any) -> Tensor:
+def _slice(c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
     return aten.slice(full(c, args[0].shape, k), _dims(args[1], args[0].ndim, int(k))[0], *args[2:])
 
 
-def _reduce(mean: bool, c: Tensor, k: bool, args: Sequence[Any], kwargs: dict, out: Any) -> Tensor:
+def _reduce(mean: bool, c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
     """sum and mean, over ``args[1]`` (all dims when absent or empty), ``keepdim`` ``args[2]``."""
     x, s = args[0], int(k)
     dims = args[1] if len(args) > 1 and args[1] else range(x.ndim)  # sum.default, or dims [] or None: all

@@ -156,7 +156,7 @@ class _Ref:
         self.obj = obj
 
     def __hash__(self) -> int:
-        return id(self.obj)
+        return id(self.obj)  # pragma: no mutate (a worse hash is slower, not wrong)
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, _Ref) and other.obj is self.obj  # pragma: no mutate (a dict compares the hashes, ids, first)
@@ -308,18 +308,19 @@ class Directional:
         B = X.shape[0]
         chunk = self.chunk_size or B
         values, jets = [], []
-        for start in range(0, B, chunk) if chunk < B else [0]:
-            part = _rows(args, self.argnums, self.in_dims, start, chunk) if chunk < B else list(args)
+        # one chunk of the whole batch is the batch itself: the same values, without slicing
+        for start in range(0, B, chunk) if chunk < B else [0]:  # pragma: no mutate (see above)
+            part = _rows(args, self.argnums, self.in_dims, start, chunk) if chunk < B else list(args)  # pragma: no mutate
             Xp = part[self.argnums]
             Vp = V if shared else V[start:start + chunk]
             K = Vp.shape[-2]
-            tangent = (Vp.reshape(K, 1, *Xp.shape[1:]) if shared
+            tangent = (Vp.reshape(K, 1, *Xp.shape[1:]) if shared  # pragma: no mutate (jets are padded after K anyway)
                        else Vp.transpose(0, 1).reshape(K, Xp.shape[0], *Xp.shape[1:]))
             value, jet = self.engine(part, tangent, mode)
             values.append(value)
             jets.append(jet)
-        value = values[0] if len(values) == 1 else torch.cat(values)
-        jet = jets[0] if len(jets) == 1 else [torch.cat(cs, 1 if mode.per_direction(m) else 0)
+        value = values[0] if len(values) == 1 else torch.cat(values)  # pragma: no mutate (cat of one: the same)
+        jet = jets[0] if len(jets) == 1 else [torch.cat(cs, 1 if mode.per_direction(m) else 0)  # pragma: no mutate
                                               for m, cs in enumerate(zip(*jets), 1)]
         top = jet[-1]
         if w is not None and collapse is None:  # per-sample weights: collapse here
