@@ -301,3 +301,13 @@ def test_shared_weights_are_collapsed_in_the_engine_and_per_sample_ones_after_it
     for got in (shared, per):
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, (plain * w[:, None, None]).sum(0), rtol=1e-5, atol=1e-6)
+
+
+def test_an_output_that_does_not_depend_on_the_input():
+    p, X = torch.tensor([1.0, 2.0], dtype=F64), torch.randn(3, 2, dtype=F64)
+    f = lambda p, x: (p**2).sum() + 0 * x.detach().sum()  # noqa: E731 - no derivative in x
+    torch.testing.assert_close(fg.laplacian(f)(p, X), torch.zeros(3, dtype=F64))
+    value, du, lap = fg.derivatives(f)(p, X)
+    torch.testing.assert_close(value, torch.full((3,), 5.0, dtype=F64))
+    torch.testing.assert_close(du, torch.zeros(3, 2, dtype=F64))
+    torch.testing.assert_close(fg.biharmonic(f)(p, X), torch.zeros(3, dtype=F64))

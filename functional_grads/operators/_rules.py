@@ -118,7 +118,7 @@ def _slice(c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
 def _reduce(mean: bool, c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
     """sum and mean, over ``args[1]`` (all dims when absent or empty), ``keepdim`` ``args[2]``."""
     x, s = args[0], int(k)
-    dims = args[1] if len(args) > 1 and args[1] else range(x.ndim)  # sum.default, or dims [] or None: all
+    dims = args[1] or range(x.ndim)  # under vmap, sum and mean always name their dims; [] means all
     d = _dims(dims, x.ndim, s)
     total = full(c, x.shape, k).sum(d, keepdim=bool(args[2]) if len(args) > 2 else False)
     return total / math.prod(x.shape[i - s] for i in d) if mean else total
@@ -169,7 +169,7 @@ def _where(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], o
 
 def _add_sub(sign: float, mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
     alpha = sign * kwargs.get("alpha", 1)
-    a, b = padded(mode, jets[0], out.ndim), padded(mode, jets[1] if len(jets) > 1 else None, out.ndim)
+    a, b = padded(mode, jets[0], out.ndim), padded(mode, jets[1], out.ndim)
     return [add(None if a is None else a[m], None if b is None or b[m] is None else b[m] * alpha)
             for m in range(mode.order)]
 
