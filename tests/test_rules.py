@@ -39,7 +39,8 @@ FUNCTIONS = {
     "sin_cos_erf": lambda x: torch.sin(x) * torch.cos(2 * x) + torch.erf(x),
     "sqrt_rsqrt_reciprocal": lambda x: torch.sqrt(1 + x**2) + torch.rsqrt(2 + x.cos()) + torch.reciprocal(3 + x),
     "pow_tensor_scalar_and_tensor": lambda x: (1.5 + x.sin()) ** 2.5 + (2 + x.cos()) ** x + 2.0**x
-    + (1.2 + x.cos()) ** torch.tensor([1.5, 2.0, 0.5], dtype=F64) + 3.0 ** (x * x),
+    + (1.2 + x.cos()) ** torch.tensor([1.5, 2.0, 0.5], dtype=F64) + 3.0 ** (x * x)
+    + torch.tensor([1.5, 2.0, 2.5], dtype=F64) ** x,
     "relu_clamps_abs": lambda x: torch.relu(x) ** 2 + torch.clamp(x, -0.5, 0.5) * x
     + x.clamp_min(-0.3) ** 3 + x.clamp_max(0.2) ** 2 + torch.abs(x) * x,
     "casts_and_copies": lambda x: (x.float().double() * x.clone()).sin(),  # float32 inside: rtol 1e-6

@@ -311,3 +311,70 @@ def test_an_output_that_does_not_depend_on_the_input():
     torch.testing.assert_close(value, torch.full((3,), 5.0, dtype=F64))
     torch.testing.assert_close(du, torch.zeros(3, 2, dtype=F64))
     torch.testing.assert_close(fg.biharmonic(f)(p, X), torch.zeros(3, dtype=F64))
+
+
+def test_the_trace_cache_keys_on_what_changes_the_graph(monkeypatch):
+    # NOTE [trace cache]: one trace per distinct computation, never one for two
+    import functools
+
+    from functional_grads.operators import _taylor
+
+    calls = _count_traces(monkeypatch)
+    X = torch.randn(4, 3, dtype=F64)
+
+    def scaled(p, x, scale=1.0, *, power=2):
+        return scale * (p * x).pow(power).sum()
+
+    p = torch.tensor(0.7, dtype=F64)
+    lap = lambda g: fg.laplacian(g)(p, X)  # noqa: E731
+    want = lambda scale, power: scale * power * (power - 1) * (p * X).pow(power - 2).mul(p * p).sum(1)  # noqa: E731
+    torch.testing.assert_close(lap(functools.partial(scaled, scale=2.0)), want(2.0, 2))
+    torch.testing.assert_close(lap(functools.partial(scaled, scale=3.0)), want(3.0, 2))  # other keywords
+    torch.testing.assert_close(lap(functools.partial(scaled, scale=3.0, power=3)), want(3.0, 3))
+    n = len(calls)
+    lap(functools.partial(scaled, scale=3.0, power=3))  # the same again: no trace
+    assert len(calls) == n
+    for default in (1.0, 4.0):  # a function's defaults are part of it
+        g = (lambda d: lambda p, x, s=d: s * (p * x).pow(2).sum())(default)
+        torch.testing.assert_close(lap(g), want(default, 2))
+    for power in (2, 3):  # keyword-only defaults too
+        g = (lambda q: lambda p, x, *, k=q: (p * x).pow(k).sum())(power)
+        torch.testing.assert_close(lap(g), want(1.0, power))
+    for scale in (2.0, 5.0):  # a closure over a closure
+        inner = (lambda s: lambda y: s * y.pow(2).sum())(scale)
+        torch.testing.assert_close(lap((lambda h: lambda p, x: h(p * x))(inner)), want(scale, 2))
+    for w in (torch.ones(2, dtype=F64), torch.ones(3, dtype=F64)):  # a shared argument's first dim is static
+        g = lambda q, x: (x[: q.shape[0]] * q).pow(2).sum()  # noqa: E731
+        torch.testing.assert_close(fg.laplacian(g)(w, X), torch.full((4,), 2.0 * w.shape[0], dtype=F64))
+    assert len(_taylor._CACHES) <= 256
+    for i in range(260):  # the least recently used go
+        _taylor._cache(("test", i))
+    assert len(_taylor._CACHES) == 256 and ("test", 0) not in _taylor._CACHES and ("test", 259) in _taylor._CACHES
+
+
+def test_a_module_attribute_changed_between_calls_is_seen():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net, self.k = _seq(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)), 1.0
+
+        def forward(self, x):
+            return self.k * self.net(x)
+
+    model = Scaled()
+    f, params = fg.functionalize(model)
+    X = torch.randn(4, 3, dtype=F64)
+    first = fg.laplacian(f)(params, X)
+    model.k = 3.0
+    torch.testing.assert_close(fg.laplacian(f)(params, X), 3 * first, rtol=1e-12, atol=1e-12)
+
+
+def test_pad_inserts_singleton_dims_after_the_directions():
+    from functional_grads.operators._jet import full, pad
+
+    c = torch.arange(6.0).reshape(2, 3)  # K = 2 directions of a [3] value
+    assert pad(c, 3).shape == (2, 1, 1, 3)
+    torch.testing.assert_close(pad(c, 3)[:, 0, 0], c)
+    assert pad(c, 1) is c
+    assert full(c, (4, 3), True).shape == (2, 4, 3) and full(c[0], (4, 3), False).shape == (4, 3)
+    torch.testing.assert_close(full(c, (4, 3), True)[:, 2], c)

@@ -66,14 +66,14 @@ class Engine:
 
     def __call__(self, args: Sequence[Any], tangent: Tensor, mode: Mode) -> tuple[Tensor, Jet]:
         if torch.compiler.is_compiling():
-            raise Unsupported("torch.compile (dynamo) cannot trace make_fx; the traced path (compile=True) can")
+            raise Unsupported("torch.compile (dynamo) cannot trace make_fx; the traced path (compile=True) can")  # pragma: no mutate (mutation runs do not compile)
         leaves, spec = optree.tree_flatten(tuple(args))  # type: ignore[arg-type,var-annotated]
         tensors = [t for t in leaves if isinstance(t, Tensor)]
         g = self._graph(args, leaves, spec, tensors)
         x = sum(isinstance(t, Tensor) for a in args[: self.argnums] for t in optree.tree_leaves(a))
         try:
             first = tangent if mode.per_direction(1) else mode.collapse(tangent)  # order 1, collapsed: one direction
-            (value,), (jet,) = _propagate(g, [*tensors, *g.constants], {x: [first, *[None] * (mode.order - 1)]}, mode)
+            (value,), (jet,) = _propagate(g, [*tensors, *g.constants], {x: [first, *[None] * (mode.order - 1)]}, mode)  # pragma: no mutate (extra Nones are never read)
         except NoRule as e:
             raise Unsupported(str(e)) from None
         return value, _expanded(jet, value, tangent.shape[0], mode)
@@ -88,12 +88,12 @@ class Engine:
                 return g
         g = self._trace(args, spec, leaves)
         if not g.guard(tensors):
-            raise Unsupported("the trace's shape guards reject the arguments it was traced from")
+            raise Unsupported("the trace's shape guards reject the arguments it was traced from")  # pragma: no mutate (never seen)
         self.cache.setdefault(key, []).append(g)
         return g
 
     def _batched(self, args: Sequence[Any]) -> list[bool]:
-        dims = self.in_dims or tuple(0 if i == self.argnums else None for i in range(len(args)))
+        dims = _mapped(args, self.argnums, self.in_dims)
         return [d == 0 for a, d in zip(args, dims) for t in optree.tree_leaves(a) if isinstance(t, Tensor)]
 
     def _trace(self, args: Sequence[Any], spec: Any, leaves: list[Any]) -> _Graph:
@@ -106,7 +106,7 @@ class Engine:
         def per_sample(*a: Any) -> Tensor:
             return map_samples(api, f, a, argnums=argnums, chunk_size=None, randomness=randomness, in_dims=in_dims)
 
-        dims = in_dims or tuple(0 if i == argnums else None for i in range(len(args)))
+        dims = _mapped(args, argnums, in_dims)
         static = tuple(i for i, d in enumerate(dims) if d is None)
         # Outside any trace or transform around us: the graph is of f alone, on stand-ins.
         with disable_proxy_modes_tracing(), unset_fake_temporarily(), temporarily_clear_interpreter_stack():
@@ -143,7 +143,7 @@ def _cache(key: Any) -> dict[Any, list[_Graph]]:
     else:
         _CACHES[key] = {}
         if len(_CACHES) > 256:
-            _CACHES.popitem(last=False)
+            _CACHES.popitem(last=False)  # pragma: no mutate (None is False here too)
     return _CACHES[key]
 
 
@@ -371,7 +371,12 @@ def _contract(jac: Tensor, v: Tensor) -> Tensor:
     return (jac * v).flatten(jac.ndim - v.ndim).sum(-1)
 
 
+def _mapped(args: Sequence[Any], argnums: int, in_dims: InDims) -> tuple[int | None, ...]:
+    """``vmap``'s in_dims for ``args``: ``in_dims``, or only ``X`` mapped (NOTE [in_dims])."""
+    return in_dims or tuple(0 if i == argnums else None for i in range(len(args)))
+
+
 def _rows(args: Sequence[Any], argnums: int, in_dims: InDims, start: int, size: int) -> list[Any]:
     """Rows ``start:start + size`` of every argument mapped over the batch."""
-    dims = in_dims or tuple(0 if i == argnums else None for i in range(len(args)))
+    dims = _mapped(args, argnums, in_dims)
     return [optree.tree_map(lambda t: t[start:start + size], a) if d == 0 else a for a, d in zip(args, dims)]
