@@ -162,7 +162,8 @@ def _operator(
 
 class _Method(Protocol):
     """An exact method: ``(args, V, w) -> (value, tangents or None, sum_k w_k v_k^T H v_k)``
-    for directions ``V [K, D]`` and weights ``w [K]`` (or per sample: ``[B, K, D]``, ``[B, K]``);
+    for directions ``V [K, D]`` and weights ``w [K]`` (``_Forward`` also takes them per
+    sample, ``[B, K, D]`` and ``[B, K]``: the stochastic methods' draws);
     ``value [B, *out]``, ``tangents [K, B, *out]`` (``v_k . grad f``), the operator ``[B, *out]``."""
 
     def __call__(self, args: tuple[Any, ...], V: Tensor, w: Tensor) -> tuple[Any, Any, Tensor]: ...
@@ -188,21 +189,20 @@ class _Taylor:
         self.chunk_size, self.randomness = chunk_size, randomness
 
     def __call__(self, args: tuple[Any, ...], V: Tensor, w: Tensor) -> tuple[Any, Any, Tensor]:
-        per_sample, f, argnums, inner = V.ndim == 3, self.f, self.argnums, inner_randomness(self.randomness)
+        f, argnums, inner = self.f, self.argnums, inner_randomness(self.randomness)
 
         def one(*a: Any) -> Tensor:
-            *rest, Vs, ws = a if per_sample else (*a, V, w)
-            x, fx = rest[argnums], _at(f, rest, argnums)
+            x, fx = a[argnums], _at(f, list(a), argnums)
 
             def second(v: Tensor) -> Tensor:
                 v = v.reshape(x.shape)
                 return jvp(lambda y: jvp(fx, (y,), (v,))[1], (x,), (v,))[1]
 
             with _RefuseWrongSecondOrderJvp():
-                return torch.tensordot(ws.to(x.dtype), vmap(second, randomness=inner)(Vs), 1)
+                return torch.tensordot(w, vmap(second, randomness=inner)(V), 1)
 
         op = map_samples(self.api, one, args, argnums=argnums, chunk_size=self.chunk_size,
-                         randomness=self.randomness, in_dims=self.in_dims, extra=(V, w) if per_sample else ())
+                         randomness=self.randomness, in_dims=self.in_dims)
         return None, None, op
 
 
@@ -215,8 +215,6 @@ class _HessianTrace:
     def __call__(self, args: tuple[Any, ...], V: Tensor, w: Tensor) -> tuple[Any, Any, Tensor]:
         H, D, n = self.hessian(*args), V.shape[-1], args[self.argnums].ndim - 1
         H = H.reshape(*H.shape[:H.ndim - 2 * n], D, D)  # [B, *out, *x_shape, *x_shape] -> [B, *out, D, D]
-        if V.ndim == 3:
-            return None, None, torch.einsum("b...ij,bki,bkj,bk->b...", H, V, V, w)
         return None, None, torch.einsum("b...ij,ki,kj,k->b...", H, V, V, w)
 
 
