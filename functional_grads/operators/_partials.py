@@ -51,15 +51,11 @@ def partials(
       (tensor([1., 1.]), tensor([3., 3.]), tensor([6., 6.]))
     """
     api = "partials"
-    _checks.check_callable(api, f)
-    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
-    check_in_dims(api, in_dims, argnums)
+    directional = _directional(api, f, argnums, in_dims, chunk_size, randomness)
     if not isinstance(wanted, Mapping) or not wanted:
         raise TypeError(f"{api}: wanted must be a non-empty dict name -> multi-index, e.g. "
                         f"{{'u_xx': (1, 1)}}; got {type(wanted).__name__}.")
     indices = {name: _check_index(api, index) for name, index in wanted.items()}
-    directional = Directional(api, component_output(api, f), argnums=argnums, in_dims=in_dims,
-                              chunk_size=chunk_size, randomness=randomness)
 
     def partials_fn(*args: Any) -> dict[str, Tensor]:
         X = _checks.check_batch(api, args, argnums)
@@ -115,12 +111,8 @@ def partial_derivative(
       tensor([-0.5403])
     """
     api = "partial_derivative"
-    _checks.check_callable(api, f)
-    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
-    check_in_dims(api, in_dims, argnums)
+    directional = _directional(api, f, argnums, in_dims, chunk_size, randomness)
     index = _check_index(api, index)
-    directional = Directional(api, component_output(api, f), argnums=argnums, in_dims=in_dims,
-                              chunk_size=chunk_size, randomness=randomness)
     terms = polarize(index) if index else {((0, 1),): Fraction(0)}  # pragma: no mutate (the value: any one direction)
 
     def partial_derivative_fn(*args: Any) -> Tensor:
@@ -168,13 +160,9 @@ def biharmonic(
       tensor([120.])
     """
     api = "biharmonic"
-    _checks.check_callable(api, f)
-    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
-    check_in_dims(api, in_dims, argnums)
+    directional = _directional(api, f, argnums, in_dims, chunk_size, randomness)
     _checks.check_choice(api, "method", method, choices(BiharmonicMethod))
     _checks.check_number(api, "num_samples", num_samples, low=1, integer=True)
-    directional = Directional(api, component_output(api, f), argnums=argnums, in_dims=in_dims,
-                              chunk_size=chunk_size, randomness=randomness)
 
     def biharmonic_fn(*args: Any) -> Tensor:
         X = _checks.check_batch(api, args, argnums)
@@ -186,6 +174,16 @@ def biharmonic(
         return directional(args, V, w, 4)[2]
 
     return biharmonic_fn
+
+
+def _directional(api: str, f: PerSampleFn, argnums: int, in_dims: InDims, chunk_size: int | None,
+                 randomness: str) -> Directional:
+    """The options every operator here shares, checked, and its Taylor coefficients of ``f``."""
+    _checks.check_callable(api, f)
+    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
+    check_in_dims(api, in_dims, argnums)
+    return Directional(api, component_output(api, f), argnums=argnums, in_dims=in_dims, chunk_size=chunk_size,
+                       randomness=randomness)
 
 
 # NOTE [partials from directions]: a partial derivative of order n is a combination of n-th
