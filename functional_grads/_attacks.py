@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Literal, Sequence, Union
+from typing import Any, Callable, Literal, Sequence, Union, cast
 
-import optree
 import torch
 from torch import Tensor
-from torch.func import grad
+from torch.func import grad, vmap
 
 from . import _checks, _random
 from ._checks import norm_name
@@ -117,7 +116,7 @@ def attacker(api: str, f: PerSampleFn, loss_fn: LossOnOutput, attack: Attack, *,
     """:func:`perturb` for the public function ``api`` (its errors name it)."""
     if not isinstance(attack, Attack):
         raise TypeError(f"{api}: attack must be a functional_grads.Attack, got {type(attack).__name__}.")
-    _checks.check_options(api, argnums=1, chunk_size=chunk_size, randomness=randomness)
+    _checks.check_options(api, chunk_size=chunk_size, randomness=randomness)
     check_in_dims(api, in_dims, 1)
     g = grad(per_sample_loss(api, f, loss_fn), argnums=1)
 
@@ -229,14 +228,14 @@ def map_with_targets(api: str, fn: Callable[..., Any], params: Any, X: Tensor, Y
 
 
 def _detached(attack_fn: Callable[..., Tensor], params: Any, X: Tensor, Y: Tensor) -> Tensor:
-    params = optree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, params)
-    return attack_fn(params, X.detach() if isinstance(X, Tensor) else X, Y).detach()
+    with torch.no_grad():  # torch.func.grad inside still differentiates; nothing outside records a graph
+        return attack_fn(params, X, Y)
 
 
 def _run(attack: Attack, grad_fn: Callable[[Any, Tensor, Tensor], Tensor], params: Any, X: Tensor, Y: Tensor,
          generator: torch.Generator | None) -> Tensor:
     """The projected-gradient loop shared by every attack and the adversarial loss."""
-    eps, step_size = attack.eps, float(attack.step_size or 0.0)
+    eps, step_size = attack.eps, cast(float, attack.step_size)  # set by Attack.__post_init__
     delta = torch.zeros_like(X)
     if attack.random_start:  # the start is clipped only when random, as in Madry et al.'s code
         if attack.norm == "linf":
@@ -277,7 +276,7 @@ def robust_accuracy(
       X, labels: inputs ``[B, *x_shape]`` and integer class labels ``[B]``.
       loss_fn: the per-sample loss the attack ascends, e.g. cross-entropy.
       epsilons: radii; 0 gives the clean accuracy.
-      attack: the other settings (default ``Attack(eps=0, steps=10)``, PGD L-inf); its
+      attack: the other settings (default ``Attack(eps, steps=10)`` at each radius: PGD L-inf); its
         ``step_size / eps`` ratio is kept at every radius when it has a nonzero ``eps``.
 
     Returns:
@@ -291,24 +290,24 @@ def robust_accuracy(
       tensor([1., 1., 0.])
     """
     api = "robust_accuracy"
-    template = attack if attack is not None else Attack(eps=0.0, steps=10)
-    if not isinstance(template, Attack):
-        raise TypeError(f"{api}: attack must be a functional_grads.Attack, got {type(template).__name__}.")
+    if attack is not None and not isinstance(attack, Attack):
+        raise TypeError(f"{api}: attack must be a functional_grads.Attack, got {type(attack).__name__}.")
     if not isinstance(labels, Tensor) or labels.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16):
         raise TypeError(f"{api}: labels must be an integer tensor [B] of class indices.")
     if isinstance(epsilons, (str, bytes)) or not hasattr(epsilons, "__iter__") or not len(epsilons := list(epsilons)):
         raise ValueError(f"{api}: epsilons must be a non-empty sequence of radii (0 gives the clean accuracy), "
                          f"got {epsilons!r}.")
-    ratio = template.step_size / template.eps if template.eps > 0 and template.step_size is not None else None
+    ratio = cast(float, attack.step_size) / attack.eps if attack is not None and attack.eps > 0 else None
     accuracies = []
     for eps in epsilons:
         _checks.check_number(api, "each of epsilons", eps)
         if eps == 0:
             X_adv = X
         else:
-            settings = dataclasses.replace(template, eps=eps, step_size=None if ratio is None else ratio * eps)
+            settings = (Attack(eps=eps, steps=10) if attack is None else
+                        dataclasses.replace(attack, eps=eps, step_size=None if ratio is None else ratio * eps))
             X_adv = _detached(attacker(api, f, loss_fn, settings, generator=generator), params, X, labels)
         with torch.no_grad():
-            logits = f(params, X_adv)
-        accuracies.append((logits.argmax(-1) == labels).to(X.dtype).mean())
+            predicted = vmap(lambda x: f(params, x).argmax(-1))(X_adv)  # f is per sample
+        accuracies.append((predicted == labels).to(X.dtype).mean())
     return torch.stack(accuracies)

@@ -68,8 +68,9 @@ def _describe(low: float, strict: bool, high: float, integer: bool) -> str:
     return f"{'an' if integer else 'a'} {noun}{bound}"
 
 
-def check_options(api: str, *, argnums: Any, chunk_size: Any, randomness: Any) -> None:
-    if not isinstance(argnums, int) or isinstance(argnums, bool) or argnums < 0:
+def check_options(api: str, *, chunk_size: Any, randomness: Any, argnums: Any = None) -> None:
+    """Check a transform's per-sample options; ``argnums`` when the user gave it."""
+    if argnums is not None and (not isinstance(argnums, int) or isinstance(argnums, bool) or argnums < 0):
         raise TypeError(
             f"{api}: argnums must be a non-negative int (the position of the batched "
             f"input X), got {argnums!r}."
