@@ -62,7 +62,7 @@ class Attack:
         _checks.check_number(api, "eps", self.eps)
         _checks.check_number(api, "steps", self.steps, low=1, integer=True)
         _checks.check_number(api, "step_size", self.step_size, optional=True)
-        object.__setattr__(self, "norm", norm_name(api, self.norm, _ATTACK_NORMS))
+        norm_name(api, self.norm, _ATTACK_NORMS)
         if self.random_start not in (False, True, "volume"):
             raise ValueError(f"{api}: random_start must be False, True or 'volume', got {self.random_start!r}.")
         _checks.check_number(api, "clip_min", self.clip_min, low=-math.inf, optional=True)
@@ -235,7 +235,8 @@ def _detached(attack_fn: Callable[..., Tensor], params: Any, X: Tensor, Y: Tenso
 def _run(attack: Attack, grad_fn: Callable[[Any, Tensor, Tensor], Tensor], params: Any, X: Tensor, Y: Tensor,
          generator: torch.Generator | None) -> Tensor:
     """The projected-gradient loop shared by every attack and the adversarial loss."""
-    eps, step_size = attack.eps, cast(float, attack.step_size)  # set by Attack.__post_init__
+    eps = attack.eps
+    step_size = cast(float, attack.step_size)  # pragma: no mutate (a cast does nothing at run time)
     delta = torch.zeros_like(X)
     if attack.random_start:  # the start is clipped only when random, as in Madry et al.'s code
         if attack.norm == "linf":
@@ -297,7 +298,10 @@ def robust_accuracy(
     if isinstance(epsilons, (str, bytes)) or not hasattr(epsilons, "__iter__") or not len(epsilons := list(epsilons)):
         raise ValueError(f"{api}: epsilons must be a non-empty sequence of radii (0 gives the clean accuracy), "
                          f"got {epsilons!r}.")
-    ratio = cast(float, attack.step_size) / attack.eps if attack is not None and attack.eps > 0 else None
+    ratio = None  # the attack's step_size / eps, kept at every radius
+    if attack is not None and attack.eps > 0:
+        step_size = cast(float, attack.step_size)  # pragma: no mutate (a cast does nothing at run time)
+        ratio = step_size / attack.eps
     accuracies = []
     for eps in epsilons:
         _checks.check_number(api, "each of epsilons", eps)
@@ -308,6 +312,6 @@ def robust_accuracy(
                         dataclasses.replace(attack, eps=eps, step_size=None if ratio is None else ratio * eps))
             X_adv = _detached(attacker(api, f, loss_fn, settings, generator=generator), params, X, labels)
         with torch.no_grad():
-            predicted = vmap(lambda x: f(params, x).argmax(-1))(X_adv)  # f is per sample
+            predicted = vmap(lambda x: f(params, x).argmax())(X_adv)  # f is per sample
         accuracies.append((predicted == labels).to(X.dtype).mean())
     return torch.stack(accuracies)

@@ -110,14 +110,18 @@ def test_perturb_passes_on_chunk_size_generator_and_randomness():
     assert counts == {None: 2, 2: 6}  # one call per step, or one per chunk of 2 of the 6 samples
 
     f, params, X, Y = _setup()
-    attack = fg.Attack(eps=0.1, steps=2, random_start=True)
-    runs = []
-    for global_seed in (0, 1):
-        torch.manual_seed(global_seed)  # must not matter: the generator draws
-        runs.append(fg.perturb(f, MSE, attack, generator=torch.Generator().manual_seed(5))(params, X, Y))
-    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+    for norm in ("linf", "l2"):
+        attack = fg.Attack(eps=0.1, steps=2, step_size=0.01, norm=norm, random_start=True)
+        runs = []
+        for global_seed in (0, 1):
+            torch.manual_seed(global_seed)  # must not matter: the generator draws
+            runs.append(fg.perturb(f, MSE, attack, generator=torch.Generator().manual_seed(5))(params, X, Y))
+        torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+        assert (runs[0] - X).abs().max() < 0.1 - 1e-3  # inside the ball: the start shows
 
     noisy = lambda p, x: p["w"] * x + 1e-3 * torch.rand_like(x)  # noqa: E731
+    with pytest.raises(ValueError, match=r"^perturb: f calls a random operation"):  # randomness="error" by default
+        fg.perturb(noisy, MSE, fg.Attack(eps=0.1))(params, X, Y + 10)
     got = fg.perturb(noisy, MSE, fg.Attack(eps=0.1), randomness="different")(params, X, Y + 10)
     torch.testing.assert_close(got, X - 0.1 * torch.sign(params["w"]))
 
@@ -241,9 +245,16 @@ def test_robust_accuracy_runs_ten_steps_by_default():
 
 def test_robust_accuracy_keeps_the_attacks_step_ratio():
     f, p, X, labels = _line()
-    attack = fg.Attack(eps=0.5, steps=2, step_size=0.05)  # two steps of eps / 10: moves eps / 5
-    acc = fg.robust_accuracy(f, p, X, labels, loss_fn=CE, epsilons=[1.0, 2.0], attack=attack)
-    torch.testing.assert_close(acc, torch.tensor([0.9, 0.7], dtype=F64))  # moved 0.2 and 0.4
+    attack = fg.Attack(eps=0.2, steps=2, step_size=0.025)  # two steps of eps / 8: moves eps / 4
+    acc = fg.robust_accuracy(f, p, X, labels, loss_fn=CE, epsilons=[1.8], attack=attack)
+    torch.testing.assert_close(acc, torch.tensor([0.6], dtype=F64))  # moved 0.45: 0.1 to 0.4 flip
+
+
+def test_robust_accuracy_with_a_zero_radius_attack_takes_the_default_step():
+    f, p, X, labels = _line()
+    template = fg.Attack(eps=0.0, steps=10)
+    acc = fg.robust_accuracy(f, p, X, labels, loss_fn=CE, epsilons=[0.35, 1.8], attack=template)
+    torch.testing.assert_close(acc, fg.robust_accuracy(f, p, X, labels, loss_fn=CE, epsilons=[0.35, 1.8]))
 
 
 def test_robust_accuracy_draws_its_start_from_the_generator():
