@@ -7,7 +7,10 @@ for the wrong kind of thing, ``ValueError`` for a wrong value or shape.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
+from types import FrameType
 from typing import Any, Sequence
 
 import optree
@@ -263,12 +266,24 @@ def check_choice(api: str, name: str, value: Any, allowed: Sequence[Any]) -> Non
         raise ValueError(f"{api}: {name} must be one of {tuple(allowed)}, got {value!r}.")
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` attributed to the first caller outside this package: the user's line."""
+    frame: FrameType | None = sys._getframe(1)
+    level = 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
 def renamed(api: str, new: str, value: Any, old: str, old_value: Any) -> Any:
     """The value of option ``new``, taking its former name ``old`` for one release (0.3),
     with a ``DeprecationWarning``; ``old_value`` is None when the old name was not used."""
     if old_value is None:
         return value
-    warnings.warn(f"{api}: {old}= is deprecated; write {new}={old_value!r}.", DeprecationWarning, stacklevel=3)
+    warn(f"{api}: {old}= is deprecated; write {new}={old_value!r}.", DeprecationWarning)
     return old_value
 
 
@@ -276,8 +291,7 @@ def renamed_choice(api: str, name: str, value: Any, spellings: dict[str, str]) -
     """``value``, with a former spelling (a key of ``spellings``) mapped to the current one
     for one release (0.3), with a ``DeprecationWarning``."""
     if isinstance(value, str) and value in spellings:
-        warnings.warn(f"{api}: {name}={value!r} is deprecated; write {name}={spellings[value]!r}.",
-                      DeprecationWarning, stacklevel=3)
+        warn(f"{api}: {name}={value!r} is deprecated; write {name}={spellings[value]!r}.", DeprecationWarning)
         return spellings[value]
     return value
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import time
 import types
-import warnings
 from typing import Any, Callable
 
 import torch
 
-from . import _guards
+from . import _checks, _guards
 from ._checks import check_choice
 from ._context import in_transform
 from ._jit import jit
@@ -87,12 +86,11 @@ def compile_or_eager(
             out = fn(*args)
             eager = True
             reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-            warnings.warn(
+            _checks.warn(
                 f"{api}(compile=True): torch.compile failed ({type(error).__name__}: "
                 f"{reason[:300]}); running eagerly from now on. Pass compile=False to "
                 "silence this warning.",
                 CompileFallbackWarning,
-                stacklevel=3,
             )
             return out
         if first or _graph_count() != count:

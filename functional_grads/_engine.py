@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from typing import Any, Callable, NamedTuple
 
 import optree
@@ -100,8 +99,8 @@ def build_step(
     update: Update | None = None,
     reduce: Reduce | None = None,
     check_reduced: Callable[[Tensor], None] | None = None,
-    compile: CompileOption = False,
-    check: bool = True,
+    compile: CompileOption,
+    check: bool,
     hint: str = "",
 ) -> Callable[..., StepResult]:
     """The one step core (NOTE [step core]).
@@ -114,24 +113,19 @@ def build_step(
     static = (0, 1) if update is not None else positions
 
     def pure(*args: Any) -> tuple[StepResult, Any]:
-        if update is not None:
-            params, state, *rest = args
-            batch = tuple(rest)
-            value, aux, grads = gstep(update.loss_params(params), *batch)
-        else:
-            params = state = None
-            batch = tuple(a for i, a in enumerate(args) if i not in positions)
+        params = state = info = None  # pragma: no mutate (read only where an update or reduce sets them)
+        if update is None:
             value, aux, grads = gstep(*args)
-        info = None
-        if reduce is not None:
-            value, grads, info = reduce(value, grads, batch)
-        if update is not None:
+        else:
+            params, state, *batch = args
+            value, aux, grads = gstep(update.loss_params(params), *batch)
+            if reduce is not None:
+                value, grads, info = reduce(value, grads, tuple(batch))
             params, state = update.apply(params, state, grads)
-        fl = (flags(value, grads) if update is None else flags(value, grads, params)) if check else None
-        return StepResult(value, aux, grads, params, state, info), fl
+        return StepResult(value, aux, grads, params, state, info), flags(value, grads, params) if check else None
 
-    step = checked(api, maybe_compile(api, pure, compile, static), update=update, trains=update is not None,
-                   check=check, static=static, check_reduced=check_reduced, hint=hint)
+    step = checked(api, maybe_compile(api, pure, compile, static), update=update, check=check, static=static,
+                   check_reduced=check_reduced, hint=hint)
     step.core = Core(api, pure, static, check)  # type: ignore[attr-defined]
     return step
 
@@ -141,7 +135,6 @@ def checked(
     run: Callable[..., tuple[StepResult, Any]],
     *,
     update: Update | None,
-    trains: bool,
     check: bool,
     static: tuple[int, ...],
     check_reduced: Callable[[Tensor], None] | None = None,
@@ -149,7 +142,7 @@ def checked(
 ) -> Callable[..., StepResult]:
     """``run`` (a pure step, compiled or loaded) with the checks of NOTE [step core]: refuse
     ``check=True`` inside transforms, explain a mismatched optimizer state (given ``update``),
-    check results (the updated params too where ``trains``)."""
+    check results (the updated params too, where the step returns them)."""
 
     def step(*args: Any) -> StepResult:
         if check:
@@ -164,7 +157,7 @@ def checked(
             check_reduced(result.info)
         if check:
             check_result(api, result.value, result.grads, fl, hint=lambda: _empty_batch_hint(args, static) or hint,
-                         **({"params": result.params} if trains else {}))
+                         params=result.params)
         return result
 
     return step
@@ -177,7 +170,7 @@ def check_state(api: str, update: Update, params: Any, state: Any, error: Except
         fresh = update.init(optree.tree_map(lambda t: t.to("meta") if isinstance(t, Tensor) else t, params))
     except Exception:  # noqa: BLE001 - params the optimizer cannot init: the original error says more
         return
-    shape = lambda t: tuple(t.shape) if isinstance(t, Tensor) else None  # noqa: E731
+    shape = lambda t: getattr(t, "shape", None)  # noqa: E731
     paths, leaves, spec = optree.tree_flatten_with_path(fresh)
     got_leaves, got_spec = optree.tree_flatten(state)
     if got_spec == spec and [shape(t) for t in got_leaves] == [shape(t) for t in leaves]:
@@ -273,7 +266,8 @@ def _floating(leaves: list[Any]) -> list[Tensor]:
 
 def _largest(values: list[float]) -> float:
     """``max(values)``, NaN if any is NaN or Inf (Python's max skips NaN by accident), 1 if empty."""
-    return max(values, default=1.0) if all(math.isfinite(v) for v in values) else math.nan
+    finite = all(math.isfinite(v) for v in values)
+    return max(values, default=1.0) if finite else math.nan  # pragma: no mutate (any default but 0 would do)
 
 
 def refuse_transforms(api: str) -> None:
@@ -288,15 +282,15 @@ def refuse_transforms(api: str) -> None:
 
 
 def check_result(api: str, value: Tensor, grads: Any, flags: Tensor | tuple[float, float, float],
-                 hint: Callable[[], str] = lambda: "",
-                 **trees: Any) -> None:
+                 hint: Callable[[], str], params: Any) -> None:
     """Raise on NaN/Inf, naming every non-finite leaf; warn on an all-zero gradient.
 
-    ``flags`` comes from :func:`flags`; ``trees`` are the other results it covered, by name.
+    ``flags`` comes from :func:`flags`; ``params`` are the updated params it covered (None
+    where the step returns none).
     """
     loss, peak, other = flags.tolist() if isinstance(flags, Tensor) else flags
     if not (math.isfinite(loss) and math.isfinite(peak) and math.isfinite(other)):
-        bad, more = non_finite_leaves({"grads": grads}), non_finite_leaves(trees)
+        bad, more = non_finite_leaves("grads", grads), non_finite_leaves("params", params)
         raise FloatingPointError(
             f"{api}: non-finite result: loss = {value.item()}, gradient leaves with NaN/Inf: {bad}"
             + (f", results with NaN/Inf: {more}" if more else "") + ". "
@@ -304,25 +298,21 @@ def check_result(api: str, value: Tensor, grads: Any, flags: Tensor | tuple[floa
                "norm/sqrt/log evaluated at 0 inside the loss.")
         )
     if peak == 0:
-        warnings.warn(
+        _checks.warn(
             f"{api}: the gradient is exactly zero for every parameter, so training would not "
             "change them. Either the loss has no gradient path to the params (a detached "
             "tensor, or params not used), or the model is piecewise linear (e.g. ReLU) and "
             "the loss uses its second derivatives, which vanish: use a smooth activation "
             "(tanh, softplus, gelu, silu).",
             RuntimeWarning,
-            stacklevel=3,
         )
 
 
-def non_finite_leaves(trees: dict[str, Any]) -> list[str]:
+def non_finite_leaves(root: str, tree: Any) -> list[str]:
     """Key paths of the leaves holding NaN or Inf, e.g. ``grads['0.weight']``."""
-    out = []
-    for root, tree in trees.items():
-        paths, leaves, _ = optree.tree_flatten_with_path(tree)
-        out += [_checks.key_path(root, p) for p, t in zip(paths, leaves)
-                if isinstance(t, Tensor) and t.is_floating_point() and not torch.isfinite(t).all()]
-    return out
+    paths, leaves, _ = optree.tree_flatten_with_path(tree)
+    return [_checks.key_path(root, p) for p, t in zip(paths, leaves)
+            if isinstance(t, Tensor) and t.is_floating_point() and not torch.isfinite(t).all()]
 
 
 def _empty_batch_hint(args: tuple[Any, ...], static: tuple[int, ...]) -> str:

@@ -94,8 +94,8 @@ def grad(
       >>> grad(lambda p, x: (p["w"] * x).sum())({"w": torch.ones(2)}, torch.tensor([1.0, 2.0]))
       {'w': tensor([1., 2.])}
     """
-    vg = value_and_grad(loss, argnums=argnums, has_aux=has_aux, compile=compile, check=check)  # type: ignore[call-overload]
-    return around_value_and_grad(vg, has_aux=has_aux)
+    step = build_step("grad", loss, argnums=argnums, has_aux=has_aux, compile=compile, check=check)
+    return around_value_and_grad(around_step(step, has_aux=has_aux), has_aux=has_aux)
 
 
 def around_value_and_grad(vg: Callable[..., Any], *, has_aux: bool) -> Callable[..., Any]:

@@ -44,11 +44,9 @@ __all__ = [
 def __getattr__(name: str) -> object:
     # optim.make_step was a second spelling of fg.make_step; kept for one release.
     if name == "make_step":
-        import warnings
-
+        from .._checks import warn
         from .._train import make_step
 
-        message = "functional_grads.optim.make_step is deprecated; use functional_grads.make_step."
-        warnings.warn(message, DeprecationWarning, stacklevel=2)  # pragma: no mutate (mutmut's trampoline adds a frame)
+        warn("functional_grads.optim.make_step is deprecated; use functional_grads.make_step.", DeprecationWarning)
         return make_step
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
