@@ -294,7 +294,7 @@ def robust_accuracy(
     if attack is not None and not isinstance(attack, Attack):
         raise TypeError(f"{api}: attack must be a functional_grads.Attack, got {type(attack).__name__}.")
     if not isinstance(labels, Tensor) or labels.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16):
-        raise TypeError(f"{api}: labels must be an integer tensor [B] of class indices.")
+        raise TypeError(f"{api}: labels must be an integer tensor [B] of class indices, got {_checks.describe(labels)}.")
     if isinstance(epsilons, (str, bytes)) or not hasattr(epsilons, "__iter__") or not len(epsilons := list(epsilons)):
         raise ValueError(f"{api}: epsilons must be a non-empty sequence of radii (0 gives the clean accuracy), "
                          f"got {epsilons!r}.")

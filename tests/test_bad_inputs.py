@@ -4,8 +4,12 @@ torch.optim. Plus the model-state invariant: nothing touches the module behind y
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import re
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -251,6 +255,39 @@ def _adam_vs_torch():
 
 def test_the_table_is_big_enough():
     assert len(CASES) >= 80
+
+
+MESSAGES = Path(__file__).with_name("messages.json")
+
+
+def _portable(message):
+    """The message without what other versions or machines print differently: optree's
+    PyTreeSpec reprs and a loss's last digits."""
+    message = re.sub(r"loss = [-+.e0-9]+,", "loss = <value>,", message)
+    while (start := message.find("PyTreeSpec(")) >= 0:
+        depth, end = 0, start + len("PyTreeSpec")
+        for end in range(end, len(message)):
+            depth += {"(": 1, ")": -1}.get(message[end], 0)
+            if depth == 0:
+                break
+        message = message[:start] + "<spec>" + message[end + 1:]
+    return message
+
+
+def test_every_message_reads_as_recorded():
+    """Every refusal's whole message, as recorded in messages.json: the API, what it got, the
+    fix. After changing a message on purpose, rerun with FG_RECORD_MESSAGES=1 and read the diff."""
+    got = {}
+    for name, run, expect in CASES:
+        if expect[0] == "raises":
+            with pytest.raises(expect[1]) as info:
+                run()
+            got[name] = _portable(str(info.value))
+    if os.environ.get("FG_RECORD_MESSAGES"):
+        MESSAGES.write_text(json.dumps(got, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    recorded = json.loads(MESSAGES.read_text())
+    assert {k: v for k, v in got.items() if recorded.get(k) != v} == {}
+    assert set(recorded) == set(got)
 
 
 @pytest.mark.parametrize("name, run, expect", CASES, ids=[c[0] for c in CASES])
