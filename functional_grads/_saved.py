@@ -118,7 +118,7 @@ def load_compiled(path: str | os.PathLike[str], /) -> Callable[..., Any]:
         raise RuntimeError(f"{api}: {os.fspath(path)!r} was built with torch {meta['torch']}, this is torch "
                            f"{torch.__version__}. Rebuild it with save_compiled under this torch.")
     run = _runner(api, loader, meta)
-    core = checked(meta["api"], run, update=None, check=meta["check"], static=tuple(meta["static"]))
+    core = checked(meta["api"], run, update=None, check=meta["check"], static=tuple(meta["static"]), hint="")
     from ._train import around_step as around_train
     from ._value_and_grad import around_step, around_value_and_grad
 

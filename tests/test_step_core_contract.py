@@ -193,6 +193,15 @@ def test_explaining_a_state_allocates_nothing():
     assert seen == [{"meta"}]
 
 
+def test_a_state_with_number_leaves_is_compared_too():
+    base = fg.optim.sgd(0.1, momentum=0.9)
+    counted = fg.optim.GradientTransformation(lambda p: {"n": 0, "inner": base.init(p)},
+                                              lambda g, s, p=None: base.update(g, s["inner"], p))
+    wrong = counted.init({"a": torch.zeros(3, dtype=F64)})
+    with pytest.raises(ValueError, match=r"^make_step: opt_state does not fit params"):
+        fg.make_step(_loss, counted)(_params(), wrong, X)
+
+
 # --- flags under a trace equal the eager ones -------------------------------------------------
 
 @pytest.mark.parametrize("case", ["finite", "zero", "nan_first_grad", "inf_first_param", "mixed_dtypes"])
