@@ -197,7 +197,7 @@ def test_a_state_with_number_leaves_is_compared_too():
     base = fg.optim.sgd(0.1, momentum=0.9)
     counted = fg.optim.GradientTransformation(lambda p: {"n": 0, "inner": base.init(p)},
                                               lambda g, s, p=None: base.update(g, s["inner"], p))
-    wrong = counted.init({"a": torch.zeros(3, dtype=F64)})
+    wrong = counted.init({"a": torch.zeros(3, dtype=F64), "b": torch.zeros(2, dtype=F64)})  # same keys, a's shape
     with pytest.raises(ValueError, match=r"^make_step: opt_state does not fit params"):
         fg.make_step(_loss, counted)(_params(), wrong, X)
 
