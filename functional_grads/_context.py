@@ -47,7 +47,7 @@ def plain_autograd() -> bool:
 class _Local(threading.local):
     def __init__(self) -> None:  # runs once in each thread, on its first access
         self.stack: list[tuple[str, str, int, frozenset[int]]] = []
-        self.tracing = False
+        self.tracing = False  # pragma: no mutate (None would read as False too)
 
 
 _LOCAL = _Local()
@@ -125,6 +125,6 @@ def is_one_sample(x: torch.Tensor) -> bool:
 
 
 def mapped_conditions() -> frozenset[int]:
-    """Positions of f's arguments, besides X, that the innermost per-sample transform maps."""
-    stack = _stack()
-    return stack[-1][3] if stack else frozenset()
+    """Positions of f's arguments, besides X, that the innermost per-sample transform maps
+    (called inside one: :func:`is_one_sample` was True)."""
+    return _stack()[-1][3]

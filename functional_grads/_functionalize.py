@@ -103,7 +103,7 @@ class FunctionalModule:
         # Without tied weights or shared submodules, functional_call need not walk the
         # module to untie them, and the fast paths may read a parameter by its layer's name.
         self.tied = len(list(module.named_parameters(remove_duplicate=False))) != len(trainable) + len(frozen)
-        self._aliases = _aliases(module, trainable) if self.tied else []
+        self._aliases = _aliases(module, trainable)
 
     def __call__(self, params: ParamsDict, x: Any, /, *args: Any, **kwargs: Any) -> Any:
         self.check_params(params)
@@ -117,8 +117,8 @@ class FunctionalModule:
             # the same batch of one, e.g. a noise level sigma [B] reaches forward as [1].
             conditions = mapped_conditions()
             if conditions:
-                args = tuple(optree.tree_map(lambda t: t[None] if isinstance(t, torch.Tensor) else t, a)
-                             if i + 2 in conditions else a for i, a in enumerate(args))
+                args = tuple(optree.tree_map(lambda t: t[None], a) if i + 2 in conditions else a  # mapped: tensors
+                             for i, a in enumerate(args))
             out = self._forward(params, x[None], args, kwargs)
             return optree.tree_map(lambda t: t[0] if isinstance(t, torch.Tensor) and t.ndim else t, out)
         return self._forward(params, x, args, kwargs)
@@ -214,7 +214,7 @@ class FunctionalModule:
         # trained; one frozen or unfrozen after functionalize would silently keep its old
         # role, so that is an error.
         stale = self._stale_flag()
-        if stale >= 0:
+        if stale is not None:
             p = self._flags[stale][0]
             raise ValueError(
                 f"{api}: a parameter of shape {fmt(p.shape)} was {'un' if p.requires_grad else ''}frozen "
@@ -224,9 +224,11 @@ class FunctionalModule:
         dtypes: dict[torch.dtype, str] = {}
         for name, shape in self._shapes.items():
             got = params[name]
-            if not isinstance(got, torch.Tensor) or got.shape != shape:
-                desc = fmt(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-                raise ValueError(f"{api}: params[{name!r}] has shape {desc} but the module expects {fmt(shape)}.")
+            if not isinstance(got, torch.Tensor):
+                raise ValueError(f"{api}: params[{name!r}] must be a tensor of shape {fmt(shape)}, got "
+                                 f"{type(got).__name__}.")
+            if got.shape != shape:
+                raise ValueError(f"{api}: params[{name!r}] has shape {fmt(got.shape)} but the module expects {fmt(shape)}.")
             if not got.is_floating_point():
                 raise TypeError(f"{api}: params[{name!r}] has dtype {got.dtype}; parameters must be floating "
                                 "point to be differentiated. Cast it, e.g. .float().")
@@ -237,14 +239,14 @@ class FunctionalModule:
                             "Cast them to one dtype, e.g. {k: v.double() for k, v in params.items()}.")
 
 
-    def _stale_flag(self) -> int:
-        """The index in ``_flags`` of the first parameter whose ``requires_grad`` changed, or -1.
+    def _stale_flag(self) -> int | None:
+        """The index in ``_flags`` of the first parameter whose ``requires_grad`` changed, or None.
 
         A constant for torch.compile (no guard on every parameter, which cost ~60 us per
         call on a small step): a compiled step keys its graphs on every parameter's
         ``requires_grad`` (NOTE [narrow guards]), so a change retraces and runs this again.
         """
-        return next((i for i, (p, flag) in enumerate(self._flags) if p.requires_grad != flag), -1)
+        return next((i for i, (p, flag) in enumerate(self._flags) if p.requires_grad != flag), None)
 
     # What torch._dynamo.assume_constant_result sets, without importing dynamo (0.75 s) with
     # the library: a loaded compiled step starts without it (see _saved.py).
@@ -264,7 +266,7 @@ def _aliases(module: nn.Module, trainable: dict[str, nn.Parameter]) -> list[tupl
     names = {id(p): name for name, p in trainable.items()}
     seen: set[tuple[int, str]] = set()
     out = []
-    for full, p in module.named_parameters(remove_duplicate=False):
+    for full, p in module.named_parameters(remove_duplicate=False):  # pragma: no mutate (None reads as False)
         owner, _, attr = full.rpartition(".")
         slot = (id(module.get_submodule(owner)), attr)
         if slot not in seen:

@@ -133,11 +133,10 @@ def _example_in_dims(n: int, argnums: int, i: int) -> tuple[int | None, ...]:
     return tuple(0 if j in (argnums, i) else None for j in range(n))
 
 
-def inner_randomness(randomness: str) -> str:
-    """The randomness of a vmap nested inside the per-sample map (over directions or
-    outputs of one sample): the sample's random draws are shared by all its directions,
-    so ``"same"``, unless random ops are refused (``"error"``)."""
-    return "error" if randomness == "error" else "same"
+# NOTE [inner randomness]: a vmap nested inside the per-sample map (over directions or
+# outputs of one sample) shares the sample's random draws among its directions: "same".
+# With randomness="error" a random op is still refused, by the outer map's level.
+INNER_RANDOMNESS = "same"
 
 
 def scalar_output(api: str, f: Callable[..., Any], has_aux: bool = False) -> Callable[..., Any]:

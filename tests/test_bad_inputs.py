@@ -180,6 +180,31 @@ CASES = [
     ("load_params of a frozen key", lambda: fg.load_params(_frozen()[1], P), _raises(ValueError, r"load_params: params holds \['0.weight', '0.bias'\], which the module has frozen")),
     ("apply_grads with a params dict", lambda: fg.apply_grads(P, P), _raises(TypeError, r"apply_grads: expected the nn.Module to write .grad into, got dict.*apply_grads\(model, grads\)")),
     ("numeric norm", lambda: fg.losses.gradient_penalty(f, norm=math.inf), _raises(ValueError, r"gradient_penalty: norm must be one of .*got inf; write norm='linf'")),
+    # --- messages pinned whole (the mutation pass over the step core and per-sample checks) ---
+    ("random op in f", lambda: fg.input_grad(lambda p, x: (f(p, x) * torch.rand(())).sum())(P, X), _raises(ValueError, r"input_grad: f calls a random operation")),
+    ("f fails per sample", lambda: fg.input_grad(_fails(RuntimeError, "boom"))(P, X), _raises(RuntimeError, r"^input_grad: f failed when evaluated one sample at a time \(torch.func.vmap\): boom")),
+    ("f fails naming randomness", lambda: fg.input_grad(_fails(RuntimeError, "bad randomness"), randomness="different")(P, X), _raises(RuntimeError, r"^input_grad: f failed when evaluated one sample")),
+    ("in_dims maps a number", lambda: fg.input_grad(lambda p, x, c: f(p, x).sum(), in_dims=(None, 0, 0))(P, X, [1.0] * 5), _raises(ValueError, r"argument 2 is mapped over the batch \(in_dims\[2\] = 0\) but has a leaf of type float")),
+    ("in_dims maps a short tensor", lambda: fg.input_grad(lambda p, x, c: f(p, x).sum(), in_dims=(None, 0, 0))(P, X, torch.ones(2)), _raises(ValueError, r"argument 2 is mapped over the batch \(in_dims\[2\] = 0\) but has shape \[2\]")),
+    ("two samples, an undeclared [2, 1]", lambda: fg.input_grad(lambda p, x, c: (f(p, x) * c).sum())(P, X[:2], torch.ones(2, 1, dtype=F64)), _raises(ValueError, "argument 2 has shape \\[2, 1\\]")),
+    ("one sample, a shared [1, 1]", lambda: fg.input_grad(lambda p, x, c: (f(p, x) * c).sum())(P, X[:1], 2 * torch.ones(1, 1, dtype=F64)), ("value", lambda: 2 * fg.input_grad(f)(P, X[:1]))),
+    ("argnums a bool", lambda: fg.input_grad(f, argnums=True), _raises(TypeError, "argnums must be a non-negative int")),
+    ("global backward pre-hook", lambda: _global_hook(lambda: fg.input_jacobian(f)(P, X)), _raises(ValueError, r"input_jacobian: a global module backward hook is registered")),
+    ("dropout p=0 in training", lambda: _dropout_zero(), ("value", lambda: fg.input_grad(_dropout_zero_eval())(P, X))),
+    ("laplacian dims out of range", lambda: fg.laplacian(f, dims=[0, 3])(P, X), _raises(ValueError, r"laplacian: dims must be distinct ints in \[0, 3\)")),
+    ("laplacian dims repeated", lambda: fg.laplacian(f, dims=[1, 1])(P, X), _raises(ValueError, "dims must be distinct ints")),
+    ("laplacian dims empty", lambda: fg.laplacian(f, dims=[])(P, X), _raises(ValueError, "dims must be distinct ints")),
+    ("per-sample aux of numbers", lambda: fg.input_grad(lambda p, x: (f(p, x).sum(), {"a": 1.0, "b": "s", "c": 2.0}), has_aux=True)(P, X), _raises(TypeError, "the aux must hold only tensors")),
+    ("sobolev Y a list", lambda: fg.losses.sobolev(f)(P, X, [0.0] * 5, X), _raises(TypeError, "sobolev: Y must be a tensor")),
+    ("sobolev Y [B, 2]", lambda: fg.losses.sobolev(f)(P, X, torch.zeros(5, 2, dtype=F64), X), _raises(ValueError, "sobolev: Y must hold one value per sample")),
+    ("objective a list", lambda: fg.optimize_input(lambda x: [0.0], X, steps=1, lr=0.1), _raises(ValueError, "objective must return one loss per sample")),
+    ("alignment mask of another size", lambda: fg.losses.gradient_alignment(f, mask=torch.ones(4, dtype=F64))(P, X), _raises(ValueError, "mask of shape \\[4\\] must broadcast")),
+    ("load_params a list value", lambda: fg.load_params(mlp(3, 4, 1), {k: v.tolist() for k, v in P.items()}), _raises(TypeError, r"load_params: params\['0.weight'\] must be a tensor, got list")),
+    ("params value a list", lambda: f({**P, "0.bias": [0.0] * 4}, X), _raises(ValueError, r"params\['0.bias'\] must be a tensor of shape \[4\], got list")),
+    ("params of three dtypes", lambda: f({**P, "0.bias": P["0.bias"].float(), "2.bias": P["2.bias"].half()}, X), _raises(TypeError, "params mix dtypes")),
+    ("unfrozen after functionalize", lambda: _unfrozen(), _raises(ValueError, r"was unfrozen \(requires_grad changed\)")),
+    ("norm a number without a name", lambda: fg.losses.gradient_penalty(f, norm=3), _raises(ValueError, r"gradient_penalty: norm must be one of \('l1', 'l2', 'linf'\), got 3\.$")),
+    ("nested params with NaN", lambda: fg.value_and_grad(lambda p, X: (p["a"]["b"].sqrt() * X).sum())({"a": {"b": torch.zeros(3, dtype=F64)}}, X), _raises(FloatingPointError, r"\[\"grads\['a'\]\['b'\]\"\]")),
     # --- testing ---
     ("check_grads args not a tuple", lambda: fg.testing.check_grads(lambda x: x, torch.ones(2)), _raises(TypeError, "args must be a tuple")),
     ("check_grads order 3", lambda: fg.testing.check_grads(lambda x: x, (torch.ones(2),), order=3), _raises(ValueError, "order must be 1 or 2")),
@@ -221,6 +246,37 @@ def _frozen(after=False):
     if after:
         model[0].requires_grad_(False)
     return g, model
+
+
+def _unfrozen():
+    model = mlp(3, 4, 1)
+    model[0].requires_grad_(False)
+    g, p = fg.functionalize(model)
+    model[0].requires_grad_(True)
+    return g(p, X)
+
+
+def _fails(kind, message):
+    def fn(p, x):
+        raise kind(message)
+    return fn
+
+
+def _global_hook(run):
+    handle = torch.nn.modules.module.register_module_full_backward_pre_hook(lambda *a: None)
+    try:
+        return run()
+    finally:
+        handle.remove()
+
+
+def _dropout_zero():
+    g, p = fg.functionalize(nn.Sequential(*MODEL, nn.Dropout(0.0)))  # training mode: p=0 draws nothing
+    return fg.input_grad(g)(p, X)
+
+
+def _dropout_zero_eval():
+    return fg.functionalize(nn.Sequential(*MODEL, nn.Dropout(0.0)).eval())[0]
 
 
 def _loss_grad():

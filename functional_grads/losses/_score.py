@@ -10,7 +10,7 @@ from torch.func import jvp
 
 from .. import _checks, _random
 from .._numerics import as_per_sample
-from .._per_sample import check_in_dims, inner_randomness, map_samples, same_shape_output, split_conditions
+from .._per_sample import INNER_RANDOMNESS, check_in_dims, map_samples, same_shape_output, split_conditions
 from .._typing import DSMWeighting, InDims, PerSampleFn, Probe, Randomness, choices
 from ..operators import divergence
 
@@ -92,7 +92,7 @@ def sliced_score_matching(
             second = 0.5 * (s * s).sum() if probe == "gaussian" else 0.5 * (v * s).sum() ** 2
             return (v * jv).sum() + second
 
-        return torch.func.vmap(along, randomness=inner_randomness(randomness))(V).mean()
+        return torch.func.vmap(along, randomness=INNER_RANDOMNESS)(V).mean()
 
     def sliced_score_matching_loss(params: Any, X: Tensor, *rest: Any) -> Tensor:
         conditions, _ = split_conditions(api, in_dims, rest, ())

@@ -10,7 +10,7 @@ from torch.func import jacfwd, jacrev
 
 from .. import _checks, _random
 from .._context import compiling
-from .._per_sample import check_in_dims, inner_randomness, map_samples, output_shape, same_shape_output
+from .._per_sample import INNER_RANDOMNESS, check_in_dims, map_samples, output_shape, same_shape_output
 from .._typing import DivergenceMethod, InDims, JacobianMode, PerSampleFn, Probe, Randomness, choices
 from ._taylor import Directional
 
@@ -68,7 +68,7 @@ def input_jacobian(
             and not compiling()
             and args[argnums][0].numel() < math.prod(shape_of(*args))
         )
-        jac = (jacfwd(checked, argnums=argnums, has_aux=has_aux, randomness=inner_randomness(randomness)) if use_fwd
+        jac = (jacfwd(checked, argnums=argnums, has_aux=has_aux, randomness=INNER_RANDOMNESS) if use_fwd
                else jacrev(checked, argnums=argnums, has_aux=has_aux))
         return map_samples(api, jac, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness,
                            in_dims=in_dims)

@@ -17,7 +17,7 @@ from torch.func import jvp, vmap
 from torch.overrides import TorchFunctionMode
 
 from .. import _checks, _random
-from .._per_sample import check_in_dims, component_output, inner_randomness, map_samples
+from .._per_sample import INNER_RANDOMNESS, check_in_dims, component_output, map_samples
 from .._typing import InDims, LaplacianMethod, PerSampleFn, Probe, Randomness, choices
 from ._hessian import input_hessian
 from ._taylor import Directional
@@ -189,7 +189,7 @@ class _Taylor:
         self.chunk_size, self.randomness = chunk_size, randomness
 
     def __call__(self, args: tuple[Any, ...], V: Tensor, w: Tensor) -> tuple[Any, Any, Tensor]:
-        f, argnums, inner = self.f, self.argnums, inner_randomness(self.randomness)
+        f, argnums = self.f, self.argnums
 
         def one(*a: Any) -> Tensor:
             x, fx = a[argnums], _at(f, list(a), argnums)
@@ -199,7 +199,7 @@ class _Taylor:
                 return jvp(lambda y: jvp(fx, (y,), (v,))[1], (x,), (v,))[1]
 
             with _RefuseWrongSecondOrderJvp():
-                return torch.tensordot(w, vmap(second, randomness=inner)(V), 1)
+                return torch.tensordot(w, vmap(second, randomness=INNER_RANDOMNESS)(V), 1)
 
         op = map_samples(self.api, one, args, argnums=argnums, chunk_size=self.chunk_size,
                          randomness=self.randomness, in_dims=self.in_dims)

@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.func import jacrev, jvp, vmap
 
 from .. import _guards, _jit
-from .._per_sample import inner_randomness, map_samples
+from .._per_sample import INNER_RANDOMNESS, map_samples
 from .._typing import InDims
 from ._jet import Jet, Mode, NoRule
 from ._rules import rule_for
@@ -326,9 +326,7 @@ class Directional:
         return value, jet[:-1], top
 
     def _fallback(self, args: Sequence[Any], V: Tensor, w: Tensor | None, order: int) -> tuple[Tensor, list[Tensor], Tensor]:
-        # the directions share their sample's random draws; with randomness="error" the outer
-        # map refuses a random op first
-        f, argnums, inner = self.f, self.argnums, inner_randomness(self.randomness)  # pragma: no mutate (see above)
+        f, argnums = self.f, self.argnums
         per_sample = V.ndim == 3
 
         def one(*a: Any) -> Tensor:
@@ -349,7 +347,7 @@ class Directional:
                     g = (lambda h: lambda y: jvp(h, (y,), (v,))[1])(g)
                 return torch.stack(out)
 
-            return vmap(along, randomness=inner)(Vs)  # [K, order + 1, *out]  # pragma: no mutate (as inner above)
+            return vmap(along, randomness=INNER_RANDOMNESS)(Vs)  # [K, order + 1, *out] (NOTE [inner randomness])
 
         c = map_samples(self.api, one, args, argnums=argnums, chunk_size=self.chunk_size, randomness=self.randomness,
                         in_dims=self.in_dims, extra=(V,) if per_sample else ())  # [B, K, order + 1, *out]
