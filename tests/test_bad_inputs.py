@@ -190,7 +190,7 @@ CASES = [
     ("one sample, a shared [1, 1]", lambda: fg.input_grad(lambda p, x, c: (f(p, x) * c).sum())(P, X[:1], 2 * torch.ones(1, 1, dtype=F64)), ("value", lambda: 2 * fg.input_grad(f)(P, X[:1]))),
     ("argnums a bool", lambda: fg.input_grad(f, argnums=True), _raises(TypeError, "argnums must be a non-negative int")),
     ("global backward pre-hook", lambda: _global_hook(lambda: fg.input_jacobian(f)(P, X)), _raises(ValueError, r"input_jacobian: a global module backward hook is registered")),
-    ("dropout p=0 in training", lambda: _dropout_zero(), ("value", lambda: fg.input_grad(_dropout_zero_eval())(P, X))),
+    ("dropout p=0 in training", lambda: _dropout_zero(), ("value", lambda: fg.input_jacobian(_dropout_zero_eval())(P, X))),
     ("laplacian dims out of range", lambda: fg.laplacian(f, dims=[0, 3])(P, X), _raises(ValueError, r"laplacian: dims must be distinct ints in \[0, 3\)")),
     ("laplacian dims repeated", lambda: fg.laplacian(f, dims=[1, 1])(P, X), _raises(ValueError, "dims must be distinct ints")),
     ("laplacian dims empty", lambda: fg.laplacian(f, dims=[])(P, X), _raises(ValueError, "dims must be distinct ints")),
@@ -205,6 +205,11 @@ CASES = [
     ("unfrozen after functionalize", lambda: _unfrozen(), _raises(ValueError, r"was unfrozen \(requires_grad changed\)")),
     ("norm a number without a name", lambda: fg.losses.gradient_penalty(f, norm=3), _raises(ValueError, r"gradient_penalty: norm must be one of \('l1', 'l2', 'linf'\), got 3\.$")),
     ("nested params with NaN", lambda: fg.value_and_grad(lambda p, X: (p["a"]["b"].sqrt() * X).sum())({"a": {"b": torch.zeros(3, dtype=F64)}}, X), _raises(FloatingPointError, r"\[\"grads\['a'\]\['b'\]\"\]")),
+    ("laplacian of a float", lambda: fg.laplacian(lambda p, x: 1.0)(P, X), _raises(TypeError, "laplacian: f must return a tensor")),
+    ("divergence of a float", lambda: fg.divergence(lambda p, x: 1.0)(P, X), _raises(TypeError, "divergence: f must return a tensor")),
+    ("robust_accuracy labels None", lambda: fg.robust_accuracy(f, P, X, None, loss_fn=mse, epsilons=[0.0]), _raises(TypeError, "labels must be an integer tensor .*got None")),
+    ("sobolev Y [B, 1] is Y [B]", lambda: fg.losses.sobolev(f)(P, X, Y, X), ("value", lambda: fg.losses.sobolev(f)(P, X, Y[:, 0], X))),
+    ("alignment mask [*x_shape] is mask [B, *x_shape]", lambda: fg.losses.gradient_alignment(f, mask=torch.tensor([1.0, 0.0, 2.0], dtype=F64))(P, X), ("value", lambda: fg.losses.gradient_alignment(f, mask=torch.tensor([1.0, 0.0, 2.0], dtype=F64).expand(5, 3))(P, X))),
     # --- testing ---
     ("check_grads args not a tuple", lambda: fg.testing.check_grads(lambda x: x, torch.ones(2)), _raises(TypeError, "args must be a tuple")),
     ("check_grads order 3", lambda: fg.testing.check_grads(lambda x: x, (torch.ones(2),), order=3), _raises(ValueError, "order must be 1 or 2")),
@@ -272,7 +277,7 @@ def _global_hook(run):
 
 def _dropout_zero():
     g, p = fg.functionalize(nn.Sequential(*MODEL, nn.Dropout(0.0)))  # training mode: p=0 draws nothing
-    return fg.input_grad(g)(p, X)
+    return fg.input_jacobian(g)(p, X)  # always per sample
 
 
 def _dropout_zero_eval():
@@ -366,6 +371,19 @@ def test_bad_or_unusual_input(name, run, expect):
     after = MODEL.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.grad is None for p in MODEL.parameters())
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: fg.losses.jacobian_penalty(f, method="exact"),
+     "jacobian_penalty: method='exact' is deprecated; write method='jacobian'."),
+    (lambda: fg.losses.jacobian_penalty(f, method="hutchinson", num_projections=2),
+     "jacobian_penalty: num_projections= is deprecated; write num_samples=2."),
+], ids=["method", "num_projections"])
+def test_a_deprecated_spelling_warns_whole_and_still_works(build, message):
+    with pytest.warns(DeprecationWarning) as caught:
+        loss = build()
+    assert [str(w.message) for w in caught] == [message]
+    assert torch.isfinite(loss(P, X))
 
 
 def test_per_sample_guard_is_per_thread():

@@ -39,15 +39,18 @@ def test_a_sequential_holding_a_layer_that_mixes_samples_is_mapped_per_sample():
     torch.testing.assert_close(fg.input_grad(f)(params, X), _per_sample_grads(model, X))
 
 
-@pytest.mark.parametrize("where", ["global_pre", "nested_pre", "call_impl", "forward"])
-def test_what_a_plain_call_would_run_is_run(where):
-    model = nn.Sequential(nn.Linear(3, 4), nn.Sequential(nn.Tanh(), nn.Linear(4, 1))).double()
-    inner, before = model[1][1], model(X)
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "nested"])
+@pytest.mark.parametrize("where", ["global_pre", "pre_hook", "call_impl", "forward"])
+def test_what_a_plain_call_would_run_is_run(where, nested):
+    # flat: the direct forward must step aside; nested: the batched backward must too
+    model = (nn.Sequential(nn.Linear(3, 4), nn.Sequential(nn.Tanh(), nn.Linear(4, 1))) if nested
+             else nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))).double()
+    inner, before = model[-1][-1] if nested else model[-1], model(X)
     scale = lambda module, args: (2 * args[0],)  # noqa: E731
     handle = None
     if where == "global_pre":
         handle = nn_module.register_module_forward_pre_hook(scale)
-    elif where == "nested_pre":
+    elif where == "pre_hook":
         handle = inner.register_forward_pre_hook(scale)
     elif where == "call_impl":  # accelerate-style: the instance's call replaced
         inner._call_impl = lambda x: nn.Linear.forward(inner, 2 * x)
@@ -84,10 +87,12 @@ class Scaled(nn.Module):
         super().__init__()
         self.lin = nn.Linear(3, 2)
 
-    def forward(self, x, c=None, *, scale=1.0):
+    def forward(self, x, c=None, m=None, *, scale=1.0):
         out = self.lin(x) * scale
         if c is not None:
-            out = out * c.sum(0)  # a shared [3] condition sums to a number; a mapped one is [1, 3] here
+            out = out * c.sum(0)  # a shared [3] condition sums to a number; given [1, 3] it would not
+        if m is not None:
+            out = out * m  # a mapped [B, 1] condition reaches forward as [1, 1] per sample
         return out, out.sum()
 
 
@@ -106,6 +111,34 @@ def test_a_shared_condition_is_not_given_a_batch_dimension():
     c = torch.tensor([0.5, -1.0, 2.0], dtype=F64)
     grads = fg.input_grad(lambda p, x, c: f(p, x, c)[1], in_dims=(None, 0, None))(params, X, c)
     torch.testing.assert_close(grads, _per_sample_grads(lambda x: model(x, c)[1], X))
+
+
+def test_beside_a_mapped_condition_a_shared_one_keeps_its_shape():
+    model = Scaled().double()
+    f, params = fg.functionalize(model)
+    c, m = torch.tensor([0.5, -1.0, 2.0], dtype=F64), torch.linspace(1, 2, 5, dtype=F64)[:, None]
+    grads = fg.input_grad(lambda p, x, c, m: f(p, x, c, m)[1], in_dims=(None, 0, None, 0))(params, X, c, m)
+    want = torch.stack([_per_sample_grads(lambda x: model(x, c, mi[None])[1], xi[None])[0] for xi, mi in zip(X, m)])
+    torch.testing.assert_close(grads, want)
+
+
+def test_the_output_shape_is_learnt_per_input_shape_and_condition():
+    # For f = w * x * c with c = 1 the Jacobian is w I, so a Hutchinson Jacobian penalty with
+    # probes on the sphere of radius sqrt(n) is exactly w^2 n, whatever the draws: the probes
+    # must be shaped like f's per-sample output, learnt again for each input shape.
+    w = torch.tensor(1.5, dtype=F64)
+    loss = fg.losses.jacobian_penalty(lambda p, x, c: p * x * c, method="hutchinson", num_samples=3,
+                                      in_dims=(None, 0, 0))
+    for n in (3, 4):
+        X = torch.linspace(-1, 1, 5 * n, dtype=F64).reshape(5, n)
+        torch.testing.assert_close(loss(w, X, torch.ones_like(X)), w**2 * n)
+
+
+def test_eager_input_grads_carry_a_graph_only_when_one_is_needed():
+    f, params = fg.functionalize(mlp(3, 4, 1))
+    assert not fg.input_grad(f)(params, X).requires_grad
+    leaf = {k: v.clone().requires_grad_() for k, v in params.items()}
+    assert fg.input_grad(f)(leaf, X).requires_grad
 
 
 def test_a_sequential_refuses_arguments_as_its_module_does():
