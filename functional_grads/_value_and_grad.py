@@ -20,7 +20,7 @@ def value_and_grad(
     *,
     argnums: int | tuple[int, ...] = 0,
     has_aux: bool = False,
-    compile: CompileOption = False,
+    compile: CompileOption = False,  # pragma: no mutate (mutation runs switch compiling off; the default is tested)
     check: bool = True,
 ) -> Callable[..., Any]:
     """Value of ``loss`` and its gradient w.r.t. the argument(s) at ``argnums``.
@@ -65,7 +65,7 @@ def around_step(step: Callable[..., Any], *, has_aux: bool) -> Callable[..., Any
         result = step(*args)
         return ((result.value, result.aux) if has_aux else result.value), result.grads
 
-    value_and_grad_fn.saved = Saved("value_and_grad", has_aux, step)  # type: ignore[attr-defined]
+    value_and_grad_fn.saved = Saved("value_and_grad", has_aux, step)  # type: ignore[attr-defined]  # pragma: no mutate (read by save_compiled, which compiles)
     return value_and_grad_fn
 
 
@@ -81,7 +81,7 @@ def grad(
     *,
     argnums: int | tuple[int, ...] = 0,
     has_aux: bool = False,
-    compile: CompileOption = False,
+    compile: CompileOption = False,  # pragma: no mutate (mutation runs switch compiling off; the default is tested)
     check: bool = True,
 ) -> Callable[..., Any]:
     """The gradient of ``loss`` w.r.t. the argument(s) at ``argnums``: :func:`value_and_grad`
@@ -105,5 +105,5 @@ def around_value_and_grad(vg: Callable[..., Any], *, has_aux: bool) -> Callable[
         out, grads = vg(*args)
         return (grads, out[1]) if has_aux else grads
 
-    grad_fn.saved = Saved("grad", has_aux, vg.saved.step)  # type: ignore[attr-defined]
+    grad_fn.saved = Saved("grad", has_aux, vg.saved.step)  # type: ignore[attr-defined]  # pragma: no mutate (read by save_compiled, which compiles)
     return grad_fn
