@@ -242,8 +242,9 @@ def _autograd_step(loss: Callable[..., Any], args: tuple[Any, ...], positions: t
     return value.detach(), aux, grads[0] if single else tuple(grads)
 
 
-def flags(value: Tensor, grads: Any, *others: Any) -> Tensor | tuple[float, float, float]:
-    """The loss, the largest ``|gradient|`` and the largest ``|x|`` over ``others``.
+def flags(value: Tensor, grads: Any, params: Any) -> Tensor | tuple[float, float, float]:
+    """The loss, the largest ``|gradient|`` and the largest ``|x|`` over the updated ``params``
+    (None where the step returns none).
 
     Max-abs cannot overflow (unlike a norm) and is NaN or Inf exactly when a leaf holds one,
     so these three numbers decide :func:`check_result`. Under compile: a ``[3]`` tensor from
@@ -251,7 +252,7 @@ def flags(value: Tensor, grads: Any, *others: Any) -> Tensor | tuple[float, floa
     ``_foreach_norm`` launch and one copy, then floats (fewer ops than a fused formula).
     """
     g = _floating(optree.tree_leaves(grads))  # type: ignore[arg-type]
-    o = _floating(optree.tree_leaves(others))  # type: ignore[arg-type]
+    o = _floating(optree.tree_leaves(params))  # type: ignore[arg-type]
     if not compiling():
         with torch.no_grad():
             norms = torch.stack(torch._foreach_norm([value, *g, *o], math.inf)).tolist()
