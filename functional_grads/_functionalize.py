@@ -155,7 +155,7 @@ class FunctionalModule:
             return None
         layers: list[tuple[str, nn.Module]] = list(module._modules.items())  # type: ignore[arg-type]
         modules = _submodules(module)
-        if not self.runs_as_built() or _nn_module._global_backward_hooks \
+        if not _runs_as_built(modules) or _nn_module._global_backward_hooks \
                 or _nn_module._global_backward_pre_hooks or any(m._backward_hooks or m._backward_pre_hooks for m in modules):
             return None
         # exactly nn.Linear (a subclass may override forward), or any layer without parameters
@@ -185,21 +185,12 @@ class FunctionalModule:
         matched by exact type, without hooks and without a ``forward`` replaced on an
         instance (any of which might mix samples).
         """
-        return self.runs_as_built() and all(
+        modules = _submodules(self.module)
+        return _runs_as_built(modules) and all(
             (type(m) is nn.Sequential or type(m) in _PER_SAMPLE_LAYERS)
             and not (type(m) is nn.Dropout and m.training and m.p > 0)  # pragma: no mutate (p = 0 draws nothing: both paths agree)
-            for m in _submodules(self.module)
+            for m in modules
         )
-
-    def runs_as_built(self) -> bool:
-        """True when calling the module runs exactly its classes' ``forward`` methods: no
-        forward hook (on any submodule, or global) and no ``forward``/``_call_impl`` replaced
-        on an instance (as accelerate's hooks do). The condition for any path that computes
-        the module from its structure instead of calling it."""
-        if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
-            return False
-        return not any(s._forward_hooks or s._forward_pre_hooks or "forward" in s.__dict__
-                       or "_call_impl" in s.__dict__ for s in _submodules(self.module))
 
     def check_params(self, params: ParamsDict) -> None:
         """Raise unless ``params`` has exactly the module's trainable parameter names and shapes."""
@@ -271,6 +262,17 @@ def _aliases(module: nn.Module, trainable: dict[str, nn.Parameter]) -> list[tupl
             if id(p) in names and names[id(p)] != full:
                 out.append((full, names[id(p)]))
     return out
+
+
+def _runs_as_built(modules: list[nn.Module]) -> bool:
+    """True when calling the module of ``modules`` (all its submodules) runs exactly its
+    classes' ``forward`` methods: no forward hook (on any of them, or global) and no
+    ``forward``/``_call_impl`` replaced on an instance (as accelerate's hooks do). The
+    condition for any path that computes the module from its structure instead of calling it."""
+    if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
+        return False
+    return not any(s._forward_hooks or s._forward_pre_hooks or "forward" in s.__dict__
+                   or "_call_impl" in s.__dict__ for s in modules)
 
 
 def _submodules(module: nn.Module) -> list[nn.Module]:
