@@ -12,7 +12,7 @@ from typing import Any, Callable, Literal, Sequence, Union, cast
 
 import torch
 from torch import Tensor
-from torch.func import grad, vmap
+from torch.func import grad
 
 from . import _checks, _random
 from ._checks import norm_name
@@ -312,6 +312,7 @@ def robust_accuracy(
                         dataclasses.replace(attack, eps=eps, step_size=None if ratio is None else ratio * eps))
             X_adv = _detached(attacker(api, f, loss_fn, settings, generator=generator), params, X, labels)
         with torch.no_grad():
-            predicted = vmap(lambda x: f(params, x).argmax())(X_adv)  # f is per sample
+            predicted = map_samples(api, lambda p, x: f(p, x).argmax(), (params, X_adv), argnums=1,
+                                    chunk_size=None, randomness="error")  # f is per sample
         accuracies.append((predicted == labels).to(X.dtype).mean())
     return torch.stack(accuracies)

@@ -223,6 +223,16 @@ def test_robust_accuracy_evaluates_f_per_sample():
     assert acc.tolist() == [1.0]
 
 
+def test_robust_accuracy_gives_a_module_its_batch_dimension():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(8, 3)).double()
+    f, params = fg.functionalize(model)
+    X = torch.randn(6, 1, 4, 4, dtype=F64)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    acc = fg.robust_accuracy(f, params, X, labels, loss_fn=CE, epsilons=[0.0])
+    assert acc.item() == (model(X).argmax(1) == labels).to(F64).mean().item()
+
+
 def test_robust_accuracy_is_the_fraction_beyond_each_radius():
     f, p, X, labels = _line()
     # L-inf PGD moves each sample by eps towards the boundary: those within eps flip; the
