@@ -269,6 +269,7 @@ def robust_accuracy(
     epsilons: Sequence[float],
     attack: Attack | None = None,
     generator: torch.Generator | None = None,
+    randomness: Randomness = "error",
 ) -> Tensor:
     """Accuracy of a classifier under ``attack`` at each radius in ``epsilons`` (foolbox style).
 
@@ -279,6 +280,9 @@ def robust_accuracy(
       epsilons: radii; 0 gives the clean accuracy.
       attack: the other settings (default ``Attack(eps, steps=10)`` at each radius: PGD L-inf); its
         ``step_size / eps`` ratio is kept at every radius when it has a nonzero ``eps``.
+      generator: draws the attack's random start.
+      randomness: as in :func:`input_grad`, for the attack and the predictions (a model
+        in eval mode needs none).
 
     Returns:
       ``[len(epsilons)]``: the fraction of samples still classified correctly.
@@ -310,9 +314,10 @@ def robust_accuracy(
         else:
             settings = (Attack(eps=eps, steps=10) if attack is None else
                         dataclasses.replace(attack, eps=eps, step_size=None if ratio is None else ratio * eps))
-            X_adv = _detached(attacker(api, f, loss_fn, settings, generator=generator), params, X, labels)
+            X_adv = _detached(attacker(api, f, loss_fn, settings, generator=generator, randomness=randomness),
+                              params, X, labels)
         with torch.no_grad():
             predicted = map_samples(api, lambda p, x: f(p, x).argmax(), (params, X_adv), argnums=1,
-                                    chunk_size=None, randomness="error")  # f is per sample
+                                    chunk_size=None, randomness=randomness)  # f is per sample
         accuracies.append((predicted == labels).to(X.dtype).mean())
     return torch.stack(accuracies)

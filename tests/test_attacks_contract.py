@@ -233,6 +233,17 @@ def test_robust_accuracy_gives_a_module_its_batch_dimension():
     assert acc.item() == (model(X).argmax(1) == labels).to(F64).mean().item()
 
 
+def test_robust_accuracy_passes_randomness_to_the_attack_and_the_predictions():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 2)).double()
+    f, params = fg.functionalize(model)
+    X, labels = torch.randn(6, 3, dtype=F64), torch.tensor([0, 1, 0, 1, 0, 1])
+    for epsilons in ([0.0], [0.1]):  # the predictions alone; the attack first
+        with pytest.raises(ValueError, match=r"^robust_accuracy: submodule '1' \(Dropout\) is in training mode"):
+            fg.robust_accuracy(f, params, X, labels, loss_fn=CE, epsilons=epsilons)
+        fg.robust_accuracy(f, params, X, labels, loss_fn=CE, epsilons=epsilons, randomness="different")  # runs
+
+
 def test_robust_accuracy_is_the_fraction_beyond_each_radius():
     f, p, X, labels = _line()
     # L-inf PGD moves each sample by eps towards the boundary: those within eps flip; the

@@ -218,6 +218,7 @@ CASES = [
     ("laplacian weights a list", lambda: fg.laplacian(f, weights=[[1.0]]), _raises(TypeError, r"laplacian: weights must be a tensor \[K, K\]")),
     ("taylor through layer_norm", lambda: fg.laplacian(_layer_norm_model()[0], method="taylor")(_layer_norm_model()[1], X), _raises(ValueError, r"laplacian\(method='taylor'\): f calls layer_norm")),
     ("taylor with a random op", lambda: fg.laplacian(lambda p, x: f(p, x) * torch.rand(()), method="taylor")(P, X), _raises(ValueError, "laplacian: f calls a random operation")),
+    ("robust_accuracy through dropout", lambda: fg.robust_accuracy(_dropout_model()[0], _dropout_model()[1], X, Y[:, 0].long(), loss_fn=mse, epsilons=[0.0]), _raises(ValueError, r"robust_accuracy: submodule '1' \(Dropout\) is in training mode")),
     # --- testing ---
     ("check_grads args not a tuple", lambda: fg.testing.check_grads(lambda x: x, torch.ones(2)), _raises(TypeError, "args must be a tuple")),
     ("check_grads order 3", lambda: fg.testing.check_grads(lambda x: x, (torch.ones(2),), order=3), _raises(ValueError, "order must be 1 or 2")),
@@ -237,6 +238,11 @@ def _lstm():
 def _dropout(randomness):
     g, p = fg.functionalize(nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Linear(4, 1)).double())
     return fg.input_grad(g, randomness=randomness)(p, X)
+
+
+def _dropout_model():
+    torch.manual_seed(0)
+    return fg.functionalize(nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Linear(4, 2)).double())
 
 
 def _dropout_op(op, d_out=1):
