@@ -111,7 +111,7 @@ def perturb(
 
 
 def attacker(api: str, f: PerSampleFn, loss_fn: LossOnOutput, attack: Attack, *, generator: torch.Generator | None,
-             in_dims: InDims = None, chunk_size: int | None = None, randomness: Randomness = "error",
+             randomness: Randomness, in_dims: InDims = None, chunk_size: int | None = None,
              ) -> Callable[..., Tensor]:
     """:func:`perturb` for the public function ``api`` (its errors name it)."""
     if not isinstance(attack, Attack):
