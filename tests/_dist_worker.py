@@ -237,10 +237,12 @@ def scenario_atoms(rank, world, shard):
     return _max_diff(params, reference)
 
 
-def main(rank, world, port, out_dir, scenarios):
+def main(rank, world, out_dir, scenarios):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    # a file rendezvous in the run's own folder: no port is chosen ahead of the workers (a free
+    # port found by the parent could be taken by another process before they bind it)
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=world)
     try:
         results = {}
         for name in scenarios:

@@ -1,7 +1,6 @@
 """Data-parallel training: real processes on gloo over loopback, no mocks."""
 
 import json
-import socket
 import time
 
 import pytest
@@ -14,14 +13,8 @@ import functional_grads as fg
 TORCH_VERSION = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(world, scenarios, tmp_path, timeout=240):
-    ctx = mp.start_processes(_dist_worker.main, args=(world, _free_port(), str(tmp_path), scenarios),
+    ctx = mp.start_processes(_dist_worker.main, args=(world, str(tmp_path), scenarios),
                              nprocs=world, join=False, start_method="spawn")
     deadline = time.monotonic() + timeout
     while not ctx.join(timeout=5):
