@@ -217,6 +217,7 @@ CASES = [
     ("laplacian num_samples zero", lambda: fg.laplacian(f, method="stde", num_samples=0), _raises(ValueError, "laplacian: num_samples must be a positive int")),
     ("laplacian weights a list", lambda: fg.laplacian(f, weights=[[1.0]]), _raises(TypeError, r"laplacian: weights must be a tensor \[K, K\]")),
     ("taylor through layer_norm", lambda: fg.laplacian(_layer_norm_model()[0], method="taylor")(_layer_norm_model()[1], X), _raises(ValueError, r"laplacian\(method='taylor'\): f calls layer_norm")),
+    ("jacfwd with a random op", lambda: fg.input_jacobian(lambda p, x: f(p, x) * torch.rand(()), mode="fwd")(P, X), _raises(ValueError, "input_jacobian: f calls a random operation")),
     ("taylor with a random op", lambda: fg.laplacian(lambda p, x: f(p, x) * torch.rand(()), method="taylor")(P, X), _raises(ValueError, "laplacian: f calls a random operation")),
     ("robust_accuracy through dropout", lambda: fg.robust_accuracy(_dropout_model()[0], _dropout_model()[1], X, Y[:, 0].long(), loss_fn=mse, epsilons=[0.0]), _raises(ValueError, r"robust_accuracy: submodule '1' \(Dropout\) is in training mode")),
     # --- testing ---
