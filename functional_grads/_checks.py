@@ -6,12 +6,13 @@ for the wrong kind of thing, ``ValueError`` for a wrong value or shape.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
 import warnings
 from types import FrameType
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import optree
 import torch
@@ -40,6 +41,24 @@ def key_path(root: str, path: Sequence[Any]) -> str:
 def check_callable(api: str, f: Any, name: str = "f") -> None:
     if not callable(f):
         raise TypeError(f"{api}: {name} must be callable, got {type(f).__name__}.")
+
+
+def positional(api: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A built transform ``fn(*args)`` that refuses keyword arguments with a message (its
+    arguments are f's, by position, mapped as ``in_dims`` says)."""
+
+    @functools.wraps(fn)
+    def built(*args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            names = ", ".join(repr(k) for k in kwargs)
+            raise TypeError(
+                f"{api}: the built function takes f's arguments by position (params, X, *conditions); "
+                f"got keyword argument(s) {names}. Pass them by position in f's order, and say with in_dims "
+                "which are mapped over the batch, e.g. in_dims=(None, 0, 0) for f(params, x, sigma) with one "
+                "sigma per sample.")
+        return fn(*args)
+
+    return built
 
 
 def check_number(

@@ -53,7 +53,7 @@ def input_grad(
         grads, out = grad_and_value(*args)
         return (grads, out[1]) if has_aux else grads
 
-    return input_grad_fn
+    return _checks.positional("input_grad", input_grad_fn)
 
 
 def value_and_input_grad(
@@ -84,7 +84,7 @@ def value_and_input_grad(
         grads, value = grad_and_value(*args)
         return value, grads
 
-    return value_and_input_grad_fn
+    return _checks.positional("value_and_input_grad", value_and_input_grad_fn)
 
 
 def _grad_and_value(

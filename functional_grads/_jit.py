@@ -71,11 +71,12 @@ class _Entry(NamedTuple):
 
 
 def trace(fn: Callable[..., Any], args: tuple[Any, ...], static: tuple[int, ...], *, lift: bool = True,
-          keep: tuple[Any, ...] = ()) -> Traced:
+          live: bool = False, keep: tuple[Any, ...] = ()) -> Traced:
     """``fn(*args)`` traced to aten ops with ``make_fx`` on fake tensors; dim 0 of every tensor
     leaf of an argument outside ``static`` is symbolic. ``lift``: the tensors ``fn`` reads from
-    elsewhere become trailing inputs (else they stay constants of the graph). ``keep``: ops
-    left undecomposed."""
+    elsewhere become trailing inputs (else they stay constants of the graph); ``live``: those
+    inputs are the tensors themselves, so that autograd records through them (else detached
+    aliases). ``keep``: ops left undecomposed."""
     from torch._inductor.decomposition import select_decomp_table
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.proxy_tensor import make_fx
@@ -117,7 +118,7 @@ def trace(fn: Callable[..., Any], args: tuple[Any, ...], static: tuple[int, ...]
     # make_fx leaves its ShapeEnv on the module, which inductor's graph cache cannot key (a
     # bypass: every process compiled from scratch); None makes inductor take it from the inputs.
     graph.shape_env = None
-    constants = _lift_constants(graph, mode) if lift else []
+    constants = _lift_constants(graph, mode, live) if lift else []
     example = fakes + [mode.from_tensor(t) for t in constants]
     return Traced(graph, example, constants, out["spec"], out["constants"], shape_env)
 
@@ -127,8 +128,9 @@ def _batch_mask(args: tuple[Any, ...], static: tuple[int, ...]) -> list[bool]:
     return [i not in static for i, a in enumerate(args) for _ in optree.tree_leaves(a)]
 
 
-def _lift_constants(graph: torch.fx.GraphModule, mode: Any) -> list[Tensor]:
-    """Turn the graph's captured tensors into trailing inputs; return them (live, not copies)."""
+def _lift_constants(graph: torch.fx.GraphModule, mode: Any, live: bool) -> list[Tensor]:
+    """Turn the graph's captured tensors into trailing inputs; return them (not copies: the
+    tensors themselves with ``live``, else detached aliases)."""
     nodes = [n for n in graph.graph.nodes if n.op == "get_attr" and isinstance(getattr(graph, n.target, None), Tensor)]
     last = [n for n in graph.graph.nodes if n.op == "placeholder"][-1]
     constants: list[Tensor] = []
@@ -140,7 +142,7 @@ def _lift_constants(graph: torch.fx.GraphModule, mode: Any) -> list[Tensor]:
                 last = graph.graph.placeholder(f"constant_{len(constants)}")
             last.meta = dict(node.meta, val=mode.from_tensor(t))
             lifted[node.target] = last
-            constants.append(t.detach())  # an alias: in-place changes are seen, autograd is not involved
+            constants.append(t if live else t.detach())  # in-place changes are seen either way
         node.replace_all_uses_with(lifted[node.target])
         graph.graph.erase_node(node)
     for target in lifted:

@@ -41,6 +41,12 @@ def map_samples(
                     "transform. Pass randomness='different' (independent per sample) or "
                     "'same' (shared across the batch), or make f deterministic."
                 ) from e
+            if type(e) is RuntimeError and any(m in str(e) for m in _DATA_DEPENDENT):
+                raise DataDependent(
+                    f"{api}: f's Python control flow reads a tensor's value (an `if` on a tensor, .item()), which "
+                    "torch.func.vmap cannot map over the samples. Write the branch with torch.where; laplacian, "
+                    "derivatives, partials, partial_derivative and biharmonic run such an f one sample at a time."
+                ) from e
             if type(e) is RuntimeError:
                 raise RuntimeError(
                     f"{api}: f failed when evaluated one sample at a time (torch.func.vmap): {e} "
@@ -48,6 +54,36 @@ def map_samples(
                     "rule or modules that keep state across a batch cannot run per sample."
                 ) from e
             raise
+
+
+class DataDependent(RuntimeError):
+    """``f`` reads a tensor's value in its Python control flow: vmap cannot map it."""
+
+
+_DATA_DEPENDENT = ("data-dependent control flow", "calling .item()")  # in vmap's errors for them
+
+
+def loop_samples(
+    api: str,
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    *,
+    argnums: int,
+    randomness: str,
+    in_dims: InDims = None,
+    extra: tuple[Any, ...] = (),
+) -> Any:
+    """:func:`map_samples` without ``vmap``: ``fn`` on one sample at a time, in a Python loop,
+    for an ``fn`` that ``vmap`` cannot run (Python control flow on tensor values)."""
+    X = _checks.check_batch(api, args, argnums)
+    dims = resolve_in_dims(api, in_dims, args, argnums)
+    conditions = frozenset(i for i, d in enumerate(dims) if d == 0 and i != argnums)
+    outs = []
+    with per_sample(api, randomness, X.ndim - 1, conditions):
+        for i in range(X.shape[0]):
+            row = [optree.tree_map(lambda t: t[i], a) if d == 0 else a for a, d in zip(args, dims)]
+            outs.append(fn(*row, *(e[i] for e in extra)))
+    return optree.tree_map(lambda *o: torch.stack(o), *outs)
 
 
 def check_in_dims(api: str, in_dims: Any, argnums: int) -> None:

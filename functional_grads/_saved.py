@@ -108,7 +108,14 @@ def load_compiled(path: str | os.PathLike[str], /) -> Callable[..., Any]:
       ``check=True``, its results.
     """
     api = "load_compiled"
-    loader = torch._C._aoti.AOTIModelPackageLoader(os.fspath(path), "model", False, 1, -1)
+    where = os.fspath(path)
+    if not os.path.isfile(where):
+        raise FileNotFoundError(f"{api}: no file at {where!r}; pass the path save_compiled wrote (a .pt2 package).")
+    try:
+        loader = torch._C._aoti.AOTIModelPackageLoader(where, "model", False, 1, -1)
+    except RuntimeError as e:
+        raise ValueError(f"{api}: {where!r} is not a package written by save_compiled, or it is damaged "
+                         f"(torch's loader: {' '.join(str(e).split())[:200]}). Write it again with save_compiled.") from e
     text = loader.get_metadata().get(_KEY)
     if text is None:
         raise ValueError(f"{api}: {os.fspath(path)!r} is an AOTInductor package but not one written by "

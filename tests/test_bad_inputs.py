@@ -220,6 +220,12 @@ CASES = [
     ("jacfwd with a random op", lambda: fg.input_jacobian(lambda p, x: f(p, x) * torch.rand(()), mode="fwd")(P, X), _raises(ValueError, "input_jacobian: f calls a random operation")),
     ("taylor with a random op", lambda: fg.laplacian(lambda p, x: f(p, x) * torch.rand(()), method="taylor")(P, X), _raises(ValueError, "laplacian: f calls a random operation")),
     ("robust_accuracy through dropout", lambda: fg.robust_accuracy(_dropout_model()[0], _dropout_model()[1], X, Y[:, 0].long(), loss_fn=mse, epsilons=[0.0]), _raises(ValueError, r"robust_accuracy: submodule '1' \(Dropout\) is in training mode")),
+    # --- errors that were raw (issue: operators correct by construction) ---
+    ("condition by keyword", lambda: fg.input_grad(f)(P, X, sigma=X), _raises(TypeError, r"^input_grad: the built function takes f's arguments by position")),
+    ("operator condition by keyword", lambda: fg.laplacian(f)(P, X, sigma=X), _raises(TypeError, r"^laplacian: the built function takes")),
+    ("load_compiled of no file", lambda: fg.load_compiled("no-such-step.pt2"), _raises(FileNotFoundError, r"^load_compiled: no file at 'no-such-step\.pt2'")),
+    ("load_compiled of a damaged file", lambda: fg.load_compiled(os.path.relpath(__file__)), _raises(ValueError, r"^load_compiled: '.*test_bad_inputs\.py' is not a package written by save_compiled")),
+    ("data-dependent f under input_grad", lambda: fg.input_grad(lambda p, x: x.sum() if x.sum() > 0 else -x.sum())(None, X), _raises(RuntimeError, r"^input_grad: f's Python control flow reads a tensor's value")),
     # --- testing ---
     ("check_grads args not a tuple", lambda: fg.testing.check_grads(lambda x: x, torch.ones(2)), _raises(TypeError, "args must be a tuple")),
     ("check_grads order 3", lambda: fg.testing.check_grads(lambda x: x, (torch.ones(2),), order=3), _raises(ValueError, "order must be 1 or 2")),

@@ -15,7 +15,7 @@ import torch
 from numpy.polynomial import polynomial as P
 from torch import Tensor
 
-from ._jet import Jet, Mode, add, mul, only_first, padded, sum_of
+from ._jet import BadRule, Jet, Mode, add, mul, only_first, padded, sum_of
 
 Derivs = Callable[[Sequence[Any], dict, Tensor, Tensor, int], Sequence[Tensor]]
 
@@ -39,7 +39,7 @@ def compose(mode: Mode, d: Sequence[Tensor], c: Jet | None, nd: int) -> Jet:
     (``sum_j d_j (sum_i c_i t^i)^j``, truncated at the order)."""
     n = mode.order
     if len(d) != n:
-        raise ValueError(f"register_rule: derivatives(x, n) must return n = {n} tensors [f'(x), ..., f^(n)(x)], "
+        raise BadRule(f"register_rule: derivatives(x, n) must return n = {n} tensors [f'(x), ..., f^(n)(x)], "
                          f"got {len(d)}.")
     c = padded(mode, c, nd) or [None] * n
     per = [c[m - 1] if mode.per_direction(m) else None for m in range(1, n + 1)]
@@ -101,8 +101,13 @@ def power(p: Any, x: Tensor, n: int) -> list[Tensor]:
     out, coef = [], 1.0
     for m in range(1, n + 1):
         coef = coef * (p - (m - 1))
-        # x^2 has no third derivative: not 0 * x^(-1), which is NaN at 0
-        out.append(torch.zeros_like(x) if isinstance(coef, float) and coef == 0 else coef * x ** (p - m))
+        # x^2 has no third derivative: 0, not 0 * x^(-1), which is NaN at 0 (autograd's
+        # pow_backward gives 0 where the exponent is 0, also for a tensor exponent)
+        if not isinstance(coef, Tensor):
+            out.append(torch.zeros_like(x) if coef == 0 else coef * x ** (p - m))
+        else:  # the base is 1 where the term is 0: no inf * 0 in the gradient w.r.t. p
+            zero = coef == 0
+            out.append(torch.where(zero, 0.0, coef * torch.where(zero, 1.0, x) ** (p - m)))
     return out
 
 

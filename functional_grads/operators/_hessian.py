@@ -51,7 +51,7 @@ def input_hessian(
         return map_samples(api, h, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness,
                            in_dims=in_dims)
 
-    return input_hessian_fn
+    return _checks.positional(api, input_hessian_fn)
 
 
 def hvp(
@@ -110,4 +110,4 @@ def hvp(
         return map_samples(api, one, args_and_v[:-1], argnums=argnums, chunk_size=chunk_size,
                            randomness=randomness, in_dims=in_dims, extra=(v,))
 
-    return hvp_fn
+    return _checks.positional(api, hvp_fn)

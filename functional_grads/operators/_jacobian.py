@@ -9,6 +9,7 @@ import torch
 from torch.func import jacfwd, jacrev
 
 from .. import _checks, _random
+from .._constants import autograd_constants
 from .._context import compiling
 from .._per_sample import INNER_RANDOMNESS, check_in_dims, map_samples, output_shape, same_shape_output
 from .._typing import DivergenceMethod, InDims, JacobianMode, PerSampleFn, Probe, Randomness, choices
@@ -68,12 +69,12 @@ def input_jacobian(
             and not compiling()
             and args[argnums][0].numel() < math.prod(shape_of(*args))
         )
-        jac = (jacfwd(checked, argnums=argnums, has_aux=has_aux, randomness=INNER_RANDOMNESS) if use_fwd
+        jac = (jacfwd(autograd_constants(checked), argnums=argnums, has_aux=has_aux, randomness=INNER_RANDOMNESS) if use_fwd
                else jacrev(checked, argnums=argnums, has_aux=has_aux))
         return map_samples(api, jac, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness,
                            in_dims=in_dims)
 
-    return input_jacobian_fn
+    return _checks.positional(api, input_jacobian_fn)
 
 
 def divergence(
@@ -150,7 +151,7 @@ def divergence(
         tangents = directional(args, Z @ S, None, 1)[2].reshape(num_samples, B, K)
         return torch.einsum("nbk,bnk->b", tangents, Z) / num_samples
 
-    return divergence_fn
+    return _checks.positional(api, divergence_fn)
 
 
 jacobian_trace = divergence

@@ -45,6 +45,10 @@ class NoRule(Exception):
     """The graph runs an op on a value that depends on the input, and no rule covers it."""
 
 
+class BadRule(ValueError):
+    """A rule registered with ``register_rule`` breaks its contract: the user's to fix."""
+
+
 def pad(c: Tensor, ndim: int) -> Tensor:
     """A per-direction coefficient ``[K, *s]`` with singleton dims after ``K``, to ``1 + ndim`` dims."""
     extra = ndim + 1 - c.ndim

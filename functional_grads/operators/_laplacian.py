@@ -17,6 +17,7 @@ from torch.func import jvp, vmap
 from torch.overrides import TorchFunctionMode
 
 from .. import _checks, _random
+from .._constants import autograd_constants
 from .._per_sample import INNER_RANDOMNESS, check_in_dims, component_output, map_samples
 from .._typing import InDims, LaplacianMethod, PerSampleFn, Probe, Randomness, choices
 from ._hessian import input_hessian
@@ -82,7 +83,7 @@ def laplacian(
     """
     api = "laplacian"
     op = _operator(api, f, method, dims, weights, num_samples, probe, argnums, in_dims, chunk_size, randomness)
-    return lambda *args: op(args, generator)[2]
+    return _checks.positional(api, lambda *args: op(args, generator)[2])
 
 
 def derivatives(
@@ -120,7 +121,7 @@ def derivatives(
     api = "derivatives"
     unused = 1, "rademacher"  # pragma: no mutate (num_samples and probe: "forward" draws nothing)
     op = _operator(api, f, "forward", dims, weights, *unused, argnums, in_dims, chunk_size, randomness, bundle=True)
-    return lambda *args: op(args, None)
+    return _checks.positional(api, lambda *args: op(args, None))
 
 
 def _operator(
@@ -192,7 +193,7 @@ class _Taylor:
         f, argnums = self.f, self.argnums
 
         def one(*a: Any) -> Tensor:
-            x, fx = a[argnums], _at(f, list(a), argnums)
+            x, fx = a[argnums], _at(autograd_constants(f), list(a), argnums)  # NOTE [autograd's constants]
 
             def second(v: Tensor) -> Tensor:
                 v = v.reshape(x.shape)

@@ -80,7 +80,7 @@ def partials(
             out[name] = torch.tensordot(w, c, 1)
         return out
 
-    return partials_fn
+    return _checks.positional(api, partials_fn)
 
 
 def partial_derivative(
@@ -123,7 +123,7 @@ def partial_derivative(
         value, _, top = directional(args, V, w, max(len(index), 1))
         return top if index else value
 
-    return partial_derivative_fn
+    return _checks.positional(api, partial_derivative_fn)
 
 
 def biharmonic(
@@ -173,7 +173,7 @@ def biharmonic(
             V, w = subset(X, V, w, num_samples, generator)
         return directional(args, V, w, 4)[2]
 
-    return biharmonic_fn
+    return _checks.positional(api, biharmonic_fn)
 
 
 def _directional(api: str, f: PerSampleFn, argnums: int, in_dims: InDims, chunk_size: int | None,

@@ -56,7 +56,7 @@ def rule_for(op: Any) -> Rule:
     found = _RULES.get(op) or _RULES.get(getattr(op, "overloadpacket", None))
     if found is not None:
         return found
-    if isinstance(op, torch._ops.OpOverload) and torch.Tag.pointwise in op.tags:
+    if isinstance(op, torch._ops.OpOverload) and torch.Tag.pointwise in op.tags and len(op._schema.returns) == 1:
         return partial(ew.elementwise, partial(ew.by_jvp, op))
     raise NoRule(f"no Taylor rule for {op}")
 
@@ -93,7 +93,7 @@ def _expand(c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
 
 def _reshape(c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
     shape, new = args[0].shape, out.shape
-    if k and c.shape[1] == 1 != shape[0] and len(new) and new[0] == shape[0] and tuple(c.shape[2:]) == tuple(shape[1:]):
+    if k and c.ndim > 1 and len(shape) and c.shape[1] == 1 != shape[0] and len(new) and new[0] == shape[0] and tuple(c.shape[2:]) == tuple(shape[1:]):
         return c.reshape(c.shape[0], 1, *new[1:])  # shared by the batch (the input's tangent): stays shared
     return full(c, shape, k).reshape(*((c.shape[0],) if k else ()), *new)
 
@@ -118,10 +118,22 @@ def _slice(c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
 def _reduce(mean: bool, c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
     """sum and mean, over ``args[1]`` (all dims when absent or empty), ``keepdim`` ``args[2]``."""
     x, s = args[0], int(k)
-    dims = args[1] or range(x.ndim)  # under vmap, sum and mean always name their dims; [] means all
+    dims = args[1] if len(args) > 1 and args[1] else range(x.ndim)  # absent or [] means all
     d = _dims(dims, x.ndim, s)
     total = full(c, x.shape, k).sum(d, keepdim=bool(args[2]) if len(args) > 2 else False)
     return total / math.prod(x.shape[i - s] for i in d) if mean else total
+
+
+def _extreme(c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
+    """amax and amin over ``args[1]`` (all dims when empty), ``keepdim`` ``args[2]``: the
+    coefficients of the extreme elements, shared evenly among ties (autograd's convention)."""
+    x, s = args[0], int(k)
+    dims = list(args[1]) if len(args) > 1 and len(args[1]) else list(range(x.ndim))
+    keep = bool(args[2]) if len(args) > 2 else False
+    pick = x == (out if keep else out.reshape([1 if i in _dims(dims, x.ndim, 0) else n for i, n in enumerate(x.shape)]))
+    d = _dims(dims, x.ndim, s)
+    share = pick / pick.sum(_dims(dims, x.ndim, 0), keepdim=True)
+    return (full(c, x.shape, k) * share).sum(d, keepdim=keep)
 
 
 def _convolution(c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
@@ -156,8 +168,7 @@ def _cat(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out
 
 
 def _where(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
-    if jets[0] is not None:
-        raise NoRule("where with an input-dependent condition")
+    # the condition is bool: a constant (_differentiable), whatever it was computed from
     a, b = padded(mode, jets[1], out.ndim), padded(mode, jets[2], out.ndim)
     result: Jet = []
     for m in range(1, mode.order + 1):
@@ -272,6 +283,12 @@ def _div(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out
     return _mul_jets(mode, a, jets[0], r, rj, out.ndim)
 
 
+def _div_mode(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
+    """``div(a, b, rounding_mode=...)``: rounded (``"floor"``, ``"trunc"``) it is piecewise
+    constant, derivative 0 as in autograd; ``None`` is true division."""
+    return _div(mode, args, kwargs, jets, out) if kwargs.get("rounding_mode") is None else None
+
+
 def _pow_tensor(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
     a, b = args
     if jets[1] is None:
@@ -304,6 +321,30 @@ def _var_mean(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any]
     return var_jet, each(mode, mean_jet, lambda c, k: c if keep else c.squeeze([i + k for i in d]))
 
 
+def _vector_norm(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
+    """``linalg_vector_norm(x, p, dim, keepdim)`` as ``(sum |x|^p)^(1/p)`` (``max |x|`` for
+    ``p = inf``), every coefficient 0 where the norm is 0: autograd's subgradient there
+    (its decomposition's ``inf * 0`` would be NaN)."""
+    x = args[0]
+    p = float(args[1]) if len(args) > 1 else 2.0
+    dims = args[2] if len(args) > 2 and args[2] is not None else []
+    keep = bool(args[3]) if len(args) > 3 else False
+    if p == 0:
+        return None  # the number of nonzero entries: piecewise constant
+    if kwargs.get("dtype") is not None or p < 0:
+        raise NoRule(f"linalg_vector_norm with ord={p} or a dtype")
+    size = ew.compose(mode, ew.normalized(ew.absolute(args, kwargs, x, x.abs(), mode.order)), jets[0], x.ndim)
+    if math.isinf(p):
+        return each(mode, size, lambda c, k: _extreme(c, k, [x.abs(), dims, keep], out))
+    powered = ew.compose(mode, ew.normalized(ew.power(p, x.abs(), mode.order)), size, x.ndim)
+    total = x.abs() ** p
+    summed = each(mode, powered, lambda c, k: _reduce(False, c, k, [total, dims, keep], out))
+    zero = out == 0
+    s = torch.where(zero, 1.0, total.sum(_dims(dims or range(x.ndim), x.ndim, 0), keepdim=keep))
+    jet = ew.compose(mode, ew.normalized(ew.power(1 / p, s, mode.order)), summed, out.ndim)
+    return each(mode, jet, lambda c, k: torch.where(zero, 0.0, c))
+
+
 def _constant(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
     return None  # piecewise constant (comparisons, rounding), a size query, or a stopped gradient
 
@@ -311,7 +352,7 @@ def _constant(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[Any]
 # ---- the table (ops as they come out of make_fx with inductor's decompositions) ----------
 
 for _op in (aten.gt, aten.lt, aten.ge, aten.le, aten.eq, aten.ne, aten.sign, aten.floor, aten.ceil, aten.round,
-            aten.trunc, aten.argmax, aten.argmin, aten.isnan, aten.isinf, aten.logical_not, aten.detach,
+            aten.trunc, aten.floor_divide, aten.argmax, aten.argmin, aten.isnan, aten.isinf, aten.logical_not, aten.detach,
             aten.sym_size, aten.size, aten.sym_numel, aten.sym_stride, aten.stride):
     _RULES[_op] = _constant
 _RULES.update({
@@ -324,6 +365,9 @@ _RULES.update({
     aten.expand: partial(_linear, _expand),
     aten.select: partial(_linear, _select),
     aten.slice: partial(_linear, _slice),
+    aten.linalg_vector_norm: _vector_norm,
+    aten.amax: partial(_linear, _extreme),
+    aten.amin: partial(_linear, _extreme),
     aten.sum: partial(_linear, partial(_reduce, False)),
     aten.mean: partial(_linear, partial(_reduce, True)),
     aten.neg: partial(_linear, _negate),
@@ -333,6 +377,8 @@ _RULES.update({
     aten.sub: partial(_add_sub, -1.0),
     aten.mul: _times,
     aten.div: _div,
+    aten.div.Tensor_mode: _div_mode,
+    aten.div.Scalar_mode: _div_mode,
     aten.mm: _matmul,
     aten.bmm: _matmul,
     aten.convolution: _conv,
