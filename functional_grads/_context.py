@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Iterator
+from typing import Iterator, Literal
 
 import torch
 from torch import nn
@@ -14,9 +14,23 @@ from torch.nn.modules import module as _nn_module
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
+Running = Literal["dynamo", "traced", "transform", "eager"]
+"""Where our code runs: under torch.compile's dynamo, in our ``make_fx`` trace
+(``compile=True``, NOTE [traced steps]), inside a user's torch.func transform, or eagerly."""
+
+
+def running() -> Running:
+    """Where the code runs now (the first that applies, in :data:`Running`'s order)."""
+    if torch.compiler.is_compiling():
+        return "dynamo"
+    if _LOCAL.tracing:
+        return "traced"
+    return "transform" if in_transform() else "eager"
+
+
 def compiling() -> bool:
     """True while torch.compile (dynamo or AOT tracing) or our ``make_fx`` trace runs the code."""
-    return _LOCAL.tracing or torch.compiler.is_compiling()
+    return running() in ("dynamo", "traced")
 
 
 @contextlib.contextmanager

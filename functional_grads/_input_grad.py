@@ -9,7 +9,7 @@ import torch
 from . import _checks
 from ._context import compiling
 from ._functionalize import FunctionalModule
-from ._per_sample import check_in_dims, map_samples, scalar_output, sum_grad
+from ._per_sample import map_samples, per_sample_options, scalar_output, sum_grad
 from ._typing import InDims, PerSampleFn, Randomness
 
 
@@ -91,9 +91,7 @@ def _grad_and_value(
     api: str, f: PerSampleFn, argnums: int, has_aux: bool, chunk_size: int | None, randomness: str, in_dims: InDims
 ) -> Callable[..., Any]:
     """``(*args) -> (grads [B, *x_shape], values [B] or (values, aux))``, per sample."""
-    _checks.check_callable(api, f)
-    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
-    check_in_dims(api, in_dims, argnums)
+    per_sample_options(api, f, argnums=argnums, in_dims=in_dims, chunk_size=chunk_size, randomness=randomness)
     per_sample = torch.func.grad_and_value(scalar_output(api, f, has_aux), argnums=argnums, has_aux=has_aux)
     may_sum = isinstance(f, FunctionalModule) and argnums == 1 and not has_aux and chunk_size is None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import optree
 import torch
@@ -84,6 +84,25 @@ def loop_samples(
             row = [optree.tree_map(lambda t: t[i], a) if d == 0 else a for a, d in zip(args, dims)]
             outs.append(fn(*row, *(e[i] for e in extra)))
     return optree.tree_map(lambda *o: torch.stack(o), *outs)
+
+
+class PerSample(NamedTuple):
+    """The per-sample options every transform and operator shares (as :func:`input_grad`
+    documents them), checked once by :func:`per_sample_options`."""
+
+    argnums: int
+    in_dims: InDims
+    chunk_size: int | None
+    randomness: str
+
+
+def per_sample_options(api: str, f: Any, *, argnums: int, in_dims: InDims, chunk_size: int | None,
+                       randomness: str) -> PerSample:
+    """Check ``f`` and the per-sample options when a transform is built."""
+    _checks.check_callable(api, f)
+    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
+    check_in_dims(api, in_dims, argnums)
+    return PerSample(argnums, in_dims, chunk_size, randomness)
 
 
 def check_in_dims(api: str, in_dims: Any, argnums: int) -> None:

@@ -164,7 +164,7 @@ def test_data_dependent_control_flow_runs_one_sample_at_a_time():
             return smooth(x)
         return torch.cos(x).prod() * x[0]
 
-    from functional_grads.operators._taylor import Directional
+    from functional_grads.operators._directional import Directional
 
     assert_like_autograd(f, X)
     assert (X.sum(1) > 0).any() and (X.sum(1) <= 0).any()  # both branches are taken
@@ -174,7 +174,7 @@ def test_data_dependent_control_flow_runs_one_sample_at_a_time():
 
 
 def test_the_fallback_is_chosen_per_call_signature():
-    from functional_grads.operators._taylor import Directional
+    from functional_grads.operators._directional import Directional
 
     def f(p, x):  # logdet (no rule) only for samples of four coordinates
         if x.shape[0] == 4:
@@ -205,7 +205,7 @@ ACTIVATION = None
 def test_attention_runs_through_the_engine_and_the_fallback():
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from functional_grads.operators._taylor import Directional
+    from functional_grads.operators._directional import Directional
 
     torch.manual_seed(0)
     attention = nn.MultiheadAttention(4, 2, batch_first=True).double().eval()
@@ -230,3 +230,29 @@ def test_a_norm_keeps_autograds_subgradient_at_zero():
     for index in [(0,), (1,)]:
         torch.testing.assert_close(fg.partial_derivative(f, index)(None, Z), ref(f, None, Z, index))
     assert torch.isfinite(fg.laplacian(f)(None, Z[1:])).all()
+
+
+def test_the_fallback_inside_a_transform_equals_the_eager_one():
+    # eagerly the fallback is torch.autograd itself; inside torch.func.grad it is nested jacrev
+    f, params = fg.functionalize(nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1)).double())
+    params = {k: v.detach().requires_grad_() for k, v in params.items()}
+    g = lambda p, x: f(p, x)[0] * torch.cumsum(x, 0).sin().sum()  # noqa: E731 - cumsum: no Taylor rule
+    for op in (fg.laplacian(g), fg.partial_derivative(g, (0, 1, 1))):
+        loss = lambda p: (op(p, X) ** 2).sum()  # noqa: E731
+        eager = torch.autograd.grad(loss(params), list(params.values()))
+        inside = torch.func.grad(loss)(params)
+        for a, b in zip(eager, inside.values()):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_a_non_finite_batched_derivative_is_recomputed_one_sample_at_a_time():
+    # logcumsumexp of a 0-d tensor: vmap runs it as a 1-d op, whose third derivative is NaN;
+    # on one sample it is 0, as nested autograd says (and the op has no Taylor rule)
+    from functional_grads.operators._directional import Directional
+
+    f = lambda p, x: torch.logcumsumexp(x.reshape(()), 0)  # noqa: E731
+    Xs = torch.tensor([[-4.8], [0.3]], dtype=F64)
+    torch.testing.assert_close(fg.partial_derivative(f, (0, 0, 0))(None, Xs), torch.zeros(2, dtype=F64))
+    d = Directional("partial_derivative", f, argnums=1, in_dims=None, chunk_size=None, randomness="error")
+    d((None, Xs), torch.ones(1, 1, dtype=F64), None, 3)
+    assert d.served == "loop"

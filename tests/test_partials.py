@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 from torch import nn
 
 import functional_grads as fg
-from functional_grads.operators._partials import polarize
+from functional_grads.operators._directions import polarize
 from functional_grads.testing import check_grads
 from helpers import assert_close, mlp, smooth_problems
 

@@ -97,7 +97,7 @@ def test_a_non_tensor_output_is_refused_naming_the_api(name):
 def test_polarization_merges_multiples_of_one_direction():
     from fractions import Fraction
 
-    from functional_grads.operators._partials import polarize
+    from functional_grads.operators._directions import polarize
 
     assert polarize((0, 0, 0, 0)) == {((0, 1),): Fraction(1, 1)}  # a pure partial: e_0 alone
     assert polarize((2, 0)) == {((0, 1), (2, 1)): Fraction(1, 4), ((0, 1), (2, -1)): Fraction(-1, 4)}

@@ -158,11 +158,11 @@ def test_a_user_op_needs_a_rule_and_runs_in_the_engine_with_one(monkeypatch):
 
 def _directional_pair(f, chunk_size=None):
     """``(engine, fallback)``: the same Directional, with the engine and without it."""
-    from functional_grads.operators import _taylor
+    from functional_grads.operators._directional import Directional
 
     opts = dict(argnums=1, in_dims=None, chunk_size=chunk_size, randomness="error")
-    engine = _taylor.Directional("laplacian", f, **opts)
-    return engine, _taylor.Directional("laplacian", f, **opts).fallback
+    engine = Directional("laplacian", f, **opts)
+    return engine, Directional("laplacian", f, **opts).fallback
 
 
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
@@ -202,7 +202,7 @@ def test_chunks_of_the_batch_give_the_whole_batch(chunk):
 
 
 def test_the_fallback_passes_the_options_on():
-    from functional_grads.operators._taylor import Directional
+    from functional_grads.operators._directional import Directional
 
     calls = []
     net = _seq(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 1))
@@ -263,7 +263,7 @@ def test_functions_that_differ_only_in_a_closed_over_object_are_not_confused():
 
 
 def test_the_fallback_is_logged_once_with_the_engines_reason(caplog):
-    from functional_grads.operators._taylor import Directional
+    from functional_grads.operators._directional import Directional
 
     f = lambda p, x: (x * torch.rand_like(x)).sum() * p  # noqa: E731 - random: refused inside the trace too
     d = Directional("laplacian", f, argnums=1, in_dims=None, chunk_size=None, randomness="error")
@@ -275,11 +275,12 @@ def test_the_fallback_is_logged_once_with_the_engines_reason(caplog):
     lines = [r.getMessage() for r in caplog.records if "Taylor engine" in r.getMessage()]
     assert len(lines) == 1
     assert re.match(r"^laplacian: the Taylor engine cannot run f \(ValueError: laplacian: f calls a random "
-                    r"operation .*\); using forward-over-reverse$", lines[0])
+                    r"operation .*\); using nested reverse mode$", lines[0])
 
 
 def test_shared_weights_are_collapsed_in_the_engine_and_per_sample_ones_after_it(monkeypatch):
     from functional_grads.operators import _taylor
+    from functional_grads.operators._directional import Directional
 
     modes, real = [], _taylor.Engine.__call__
     monkeypatch.setattr(_taylor.Engine, "__call__", lambda self, args, t, mode: modes.append(mode) or real(self, args, t, mode))
@@ -287,7 +288,7 @@ def test_shared_weights_are_collapsed_in_the_engine_and_per_sample_ones_after_it
     f, params = fg.functionalize(net)
     X = torch.randn(5, 3)
     V, w = torch.randn(3, 3), torch.tensor([0.5, -1.0, 2.0])
-    d = _taylor.Directional("laplacian", f, argnums=1, in_dims=None, chunk_size=None, randomness="error")
+    d = Directional("laplacian", f, argnums=1, in_dims=None, chunk_size=None, randomness="error")
     shared = d((params, X), V, w, 2)[2]
     assert modes[-1].weights is w
     per = d((params, X), V.expand(5, 3, 3), w.expand(5, 3), 2)[2]

@@ -8,7 +8,7 @@ import torch
 from torch.func import grad, jacrev
 
 from .. import _checks
-from .._per_sample import check_in_dims, component_output, map_samples, scalar_output
+from .._per_sample import component_output, map_samples, per_sample_options, scalar_output
 from .._typing import InDims, PerSampleFn, Randomness
 
 
@@ -39,9 +39,7 @@ def input_hessian(
               [0., 0., 2.]])
     """
     api = "input_hessian"
-    _checks.check_callable(api, f)
-    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
-    check_in_dims(api, in_dims, argnums)
+    per_sample_options(api, f, argnums=argnums, in_dims=in_dims, chunk_size=chunk_size, randomness=randomness)
     # NOTE [hessian composition]: torch.func.hessian is jacfwd(jacrev(f)); under an
     # outer grad it fails to compile on torch 2.13 (fake-tensor error), while
     # jacrev(jacrev(f)) compiles and is exact, so we use reverse-over-reverse.
@@ -80,9 +78,7 @@ def hvp(
               [2., 2., 2.]])
     """
     api = "hvp"
-    _checks.check_callable(api, f)
-    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
-    check_in_dims(api, in_dims, argnums)
+    per_sample_options(api, f, argnums=argnums, in_dims=in_dims, chunk_size=chunk_size, randomness=randomness)
     g = grad(scalar_output(api, f), argnums=argnums)
 
     # NOTE [hvp composition]: reverse-over-reverse (the gradient of <grad f, v>) needs only

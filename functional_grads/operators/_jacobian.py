@@ -10,10 +10,10 @@ from torch.func import jacfwd, jacrev
 
 from .. import _checks, _random
 from .._constants import autograd_constants
-from .._context import compiling
-from .._per_sample import INNER_RANDOMNESS, check_in_dims, map_samples, output_shape, same_shape_output
+from .._per_sample import INNER_RANDOMNESS, map_samples, output_shape, per_sample_options, same_shape_output
 from .._typing import DivergenceMethod, InDims, JacobianMode, PerSampleFn, Probe, Randomness, choices
-from ._taylor import Directional
+from . import _strategy
+from ._directional import Directional
 
 
 
@@ -47,10 +47,8 @@ def input_jacobian(
       torch.Size([5, 2, 3])
     """
     api = "input_jacobian"
-    _checks.check_callable(api, f)
-    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
+    per_sample_options(api, f, argnums=argnums, in_dims=in_dims, chunk_size=chunk_size, randomness=randomness)
     _checks.check_choice(api, "mode", mode, choices(JacobianMode))
-    check_in_dims(api, in_dims, argnums)
 
     def checked(*args: Any) -> Any:
         out = f(*args)
@@ -60,15 +58,8 @@ def input_jacobian(
     shape_of = output_shape(api, checked, argnums, has_aux, in_dims)
 
     def input_jacobian_fn(*args: Any) -> Any:
-        _checks.check_batch(api, args, argnums)
-        # NOTE [jacfwd under compile]: on torch 2.13, inductor miscompiles forward-mode AD
-        # under an outer grad ("ZeroTensors are immutable", pytorch/pytorch#177261), so
-        # "auto" picks reverse mode while compiling; an explicit "fwd" falls back to eager.
-        use_fwd = mode == "fwd" or (
-            mode == "auto"
-            and not compiling()
-            and args[argnums][0].numel() < math.prod(shape_of(*args))
-        )
+        X = _checks.check_batch(api, args, argnums)
+        use_fwd = _strategy.jacobian_mode(mode, X[0].numel(), math.prod(shape_of(*args)) if mode == "auto" else 0) == "fwd"
         jac = (jacfwd(autograd_constants(checked), argnums=argnums, has_aux=has_aux, randomness=INNER_RANDOMNESS) if use_fwd
                else jacrev(checked, argnums=argnums, has_aux=has_aux))
         return map_samples(api, jac, args, argnums=argnums, chunk_size=chunk_size, randomness=randomness,
@@ -138,7 +129,7 @@ def divergence(
         X = _checks.check_batch(api, args, argnums)
         B, D = X.shape[0], X[0].numel()
         idx = list(range(D)) if dims is None else _checks.check_dims(api, dims, D)
-        chosen = method if method != "auto" else ("jacobian" if torch.compiler.is_compiling() else "forward")  # pragma: no mutate (mutation runs do not compile)
+        chosen = _strategy.method(api, method)
         K = len(idx)
         if chosen == "jacobian":
             J = jac(*args).reshape(B, K, D)

@@ -3,7 +3,6 @@ along directions (NOTE [partials from directions])."""
 
 from __future__ import annotations
 
-import itertools
 import math
 from fractions import Fraction
 from typing import Any, Callable, Mapping, Sequence
@@ -12,10 +11,10 @@ import torch
 from torch import Tensor
 
 from .. import _checks
-from .._per_sample import check_in_dims, component_output
+from .._per_sample import component_output, per_sample_options
 from .._typing import BiharmonicMethod, InDims, PerSampleFn, Randomness, choices
-from ._laplacian import subset
-from ._taylor import Directional
+from . import _directions
+from ._directional import Directional
 
 Index = Sequence[int]
 
@@ -63,9 +62,9 @@ def partials(
         for name, index in indices.items():
             _check_range(api, name, index, D)
         order = max(1, *(len(i) for i in indices.values()))  # pragma: no mutate (values come at any order)
-        plan = {name: polarize(index) for name, index in indices.items() if index}
+        plan = {name: _directions.polarize(index) for name, index in indices.items() if index}
         directions = sorted({v for terms in plan.values() for v in terms}) or [((0, 1),)]  # pragma: no mutate (values only: any one)
-        V = _vectors(directions, D, X)
+        V = _directions.vectors(directions, D, X)
         value, lower, top = directional(args, V, None, order)
         coefficients = [*lower, top]  # [K, B, *out] for orders 1..order
         row = {v: k for k, v in enumerate(directions)}
@@ -113,12 +112,12 @@ def partial_derivative(
     api = "partial_derivative"
     directional = _directional(api, f, argnums, in_dims, chunk_size, randomness)
     index = _check_index(api, index)
-    terms = polarize(index) if index else {((0, 1),): Fraction(0)}  # pragma: no mutate (the value: any one direction)
+    terms = _directions.polarize(index) if index else {((0, 1),): Fraction(0)}  # pragma: no mutate (the value: any one direction)
 
     def partial_derivative_fn(*args: Any) -> Tensor:
         X = _checks.check_batch(api, args, argnums)
         _check_range(api, "index", index, X[0].numel())
-        V = _vectors(list(terms), X[0].numel(), X)
+        V = _directions.vectors(list(terms), X[0].numel(), X)
         w = X.new_tensor([float(c) for c in terms.values()]) * math.factorial(len(index))
         value, _, top = directional(args, V, w, max(len(index), 1))
         return top if index else value
@@ -168,9 +167,9 @@ def biharmonic(
         X = _checks.check_batch(api, args, argnums)
         D = X[0].numel()
         idx = list(range(D)) if dims is None else _checks.check_dims(api, dims, D)
-        V, w = _biharmonic_directions(idx, D, X)
+        V, w = _directions.biharmonic_directions(idx, D, X)
         if method == "stde":
-            V, w = subset(X, V, w, num_samples, generator)
+            V, w = _directions.subset(X, V, w, num_samples, generator)
         return directional(args, V, w, 4)[2]
 
     return _checks.positional(api, biharmonic_fn)
@@ -179,62 +178,9 @@ def biharmonic(
 def _directional(api: str, f: PerSampleFn, argnums: int, in_dims: InDims, chunk_size: int | None,
                  randomness: str) -> Directional:
     """The options every operator here shares, checked, and its Taylor coefficients of ``f``."""
-    _checks.check_callable(api, f)
-    _checks.check_options(api, argnums=argnums, chunk_size=chunk_size, randomness=randomness)
-    check_in_dims(api, in_dims, argnums)
-    return Directional(api, component_output(api, f), argnums=argnums, in_dims=in_dims, chunk_size=chunk_size,
-                       randomness=randomness)
-
-
-# NOTE [partials from directions]: a partial derivative of order n is a combination of n-th
-# directional derivatives D^n_v f = n! c_n(v), the top Taylor coefficient along v. For a
-# multi-index (i_1, ..., i_n), polarization gives d^n f / dx_i1 ... dx_in =
-# 1 / (2^(n-1) n!) sum over signs s (s_1 = +1) of (prod s) D^n_(sum_j s_j e_ij) f: at most
-# 2^(n-1) directions, fewer once multiples of one direction are merged (D^n_(a v) =
-# a^n D^n_v): a pure partial d^n/dx_i^n is the single direction e_i. The biharmonic is
-# sum_i a D^4_(e_i) + 1/6 sum_(i<j) (D^4_(e_i + e_j) + D^4_(e_i - e_j)) with
-# a = 1 - (K - 1) / 3 (expand (e_i +- e_j)^4: the odd mixed terms cancel), K^2 directions.
-# The weighted sum is collapsed at every op (NOTE [collapsed Taylor mode]): only the lower
-# three orders are kept per direction. `partials` keeps every order per direction, so that
-# one propagation along the union of directions serves partials of different orders.
-
-
-def polarize(index: Sequence[int]) -> dict[tuple[tuple[int, int], ...], Fraction]:
-    """``{direction: weight}`` with ``d^n f / dx_index = sum weight * D^n_direction f``; a
-    direction is a sorted tuple of ``(coordinate, integer coefficient)``, its first one positive."""
-    n = len(index)
-    out: dict[tuple[tuple[int, int], ...], Fraction] = {}
-    for signs in itertools.product((1, -1), repeat=n - 1):
-        s = (1, *signs)
-        coef: dict[int, int] = {}
-        for i, sign in zip(index, s):
-            coef[i] = coef.get(i, 0) + sign
-        v = sorted((i, c) for i, c in coef.items() if c)
-        if not v:
-            continue
-        g = math.gcd(*(c for _, c in v)) * (1 if v[0][1] > 0 else -1)  # v = g * base
-        base = tuple((i, c // g) for i, c in v)
-        out[base] = out.get(base, Fraction(0)) + Fraction(math.prod(s) * g ** n, 2 ** (n - 1) * math.factorial(n))
-    return {v: w for v, w in out.items() if w}
-
-
-def _vectors(directions: Sequence[tuple[tuple[int, int], ...]], D: int, X: Tensor) -> Tensor:
-    V = X.new_zeros(len(directions), D)
-    for k, v in enumerate(directions):
-        for i, c in v:
-            V[k, i] = c
-    return V
-
-
-def _biharmonic_directions(idx: list[int], D: int, X: Tensor) -> tuple[Tensor, Tensor]:
-    K = len(idx)
-    eye = torch.eye(D, dtype=X.dtype, device=X.device)[idx]  # pragma: no mutate (one device here: CPU)
-    pairs = [(i, j) for i in range(K) for j in range(i + 1, K)]
-    V = torch.cat([eye, *([torch.stack([eye[i] + eye[j] for i, j in pairs]),
-                           torch.stack([eye[i] - eye[j] for i, j in pairs])] if pairs else [])])
-    a = 1 - (K - 1) / 3
-    w = torch.cat([X.new_full((K,), 24 * a), X.new_full((2 * len(pairs),), 4.0)])
-    return V, w
+    options = per_sample_options(api, f, argnums=argnums, in_dims=in_dims, chunk_size=chunk_size,
+                                 randomness=randomness)
+    return Directional(api, component_output(api, f), **options._asdict())
 
 
 def _check_index(api: str, index: Any) -> tuple[int, ...]:

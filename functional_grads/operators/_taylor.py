@@ -13,15 +13,15 @@ per signature (tree structure, non-tensor leaves, dtypes, devices, static sizes,
 of the modules ``f`` reaches) and guarded on the batch sizes, as ``compile=True`` is
 (NOTE [traced steps]): ``f`` must be a pure function of its arguments and modules. What
 ``make_fx`` cannot trace (data-dependent control flow) or an op without a rule on an
-input-dependent value raises :class:`Unsupported`; the operators then fall back to
-forward-over-reverse for the whole ``f`` and log the reason.
+input-dependent value raises :class:`Unsupported`; the operators then fall back to nested
+reverse mode for the whole ``f`` (``_directional``, NOTE [fallback batching]) and log the
+reason. What autograd treats as constant is constant here too (NOTE [autograd's constants]).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
 import operator
 import types
 from collections import OrderedDict
@@ -30,12 +30,12 @@ from typing import Any, Callable, NamedTuple, Sequence
 import optree
 import torch
 from torch import Tensor
-from torch.func import jacrev
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .. import _guards, _jit
 from .._constants import autograd_constants
-from .._per_sample import DataDependent, loop_samples, map_samples
+from .._context import running
+from .._per_sample import map_samples
 from .._typing import InDims
 from ._jet import BadRule, Jet, Mode, NoRule
 from ._rules import rule_for
@@ -67,7 +67,7 @@ class Engine:
         self.cache = _cache((_fn_key(f), api, argnums, in_dims, randomness))
 
     def __call__(self, args: Sequence[Any], tangent: Tensor, mode: Mode) -> tuple[Tensor, Jet]:
-        if torch.compiler.is_compiling():
+        if running() == "dynamo":
             raise Unsupported("torch.compile (dynamo) cannot trace make_fx; the traced path (compile=True) can")  # pragma: no mutate (mutation runs do not compile)
         leaves, spec = optree.tree_flatten(tuple(args))  # type: ignore[arg-type,var-annotated]
         tensors = [t for t in leaves if isinstance(t, Tensor)]
@@ -102,7 +102,7 @@ class Engine:
         return g
 
     def _batched(self, args: Sequence[Any]) -> list[bool]:
-        dims = _mapped(args, self.argnums, self.in_dims)
+        dims = mapped(args, self.argnums, self.in_dims)
         return [d == 0 for a, d in zip(args, dims) for t in optree.tree_leaves(a) if isinstance(t, Tensor)]
 
     def _trace(self, args: Sequence[Any], spec: Any, leaves: list[Any]) -> _Graph:
@@ -115,7 +115,7 @@ class Engine:
         def per_sample(*a: Any) -> Tensor:
             return map_samples(api, autograd_constants(f), a, argnums=argnums, chunk_size=None, randomness=randomness, in_dims=in_dims)
 
-        dims = _mapped(args, argnums, in_dims)
+        dims = mapped(args, argnums, in_dims)
         static = tuple(i for i, d in enumerate(dims) if d is None)
         # Outside any trace or transform around us: the graph is of f alone, on stand-ins.
         with disable_proxy_modes_tracing(), unset_fake_temporarily(), temporarily_clear_interpreter_stack():
@@ -306,147 +306,6 @@ def _expanded(jet: Jet | None, value: Tensor, K: int, mode: Mode) -> Jet:
 
 
 
-class Directional:
-    """Taylor coefficients of ``f`` along directions: the engine, or forward-over-reverse
-    per sample when the engine cannot run ``f`` (NOTE [Taylor engine]).
-
-    ``directional(args, V, w, order) -> (value [B, *out], lower, top)``: ``V [K, D]`` (shared)
-    or ``[B, K, D]`` (per sample) directions in the flattened sample; ``lower[m - 1]
-    [K, B, *out]`` the coefficients of order ``m < order``; ``top`` the top order's:
-    ``sum_k w_k c_k [B, *out]`` for weights ``w [K]`` or ``[B, K]``, ``[K, B, *out]`` for
-    ``w=None``. ``c_m = D^m_v f / m!``.
-    """
-
-    def __init__(self, api: str, f: Callable[..., Tensor], *, argnums: int, in_dims: InDims,
-                 chunk_size: int | None, randomness: str):
-        self.api, self.f, self.argnums, self.in_dims = api, f, argnums, in_dims
-        self.chunk_size, self.randomness = chunk_size, randomness
-        self.engine = Engine(api, f, argnums, in_dims, randomness)
-        self.served = ""
-        """What served the last call: ``"engine"``, ``"fallback"`` or ``"loop"`` (tests, the sweep)."""
-
-    def __call__(self, args: Sequence[Any], V: Tensor, w: Tensor | None, order: int) -> tuple[Tensor, list[Tensor], Tensor]:
-        try:
-            out = self._engine(args, V, w, order)
-            self.served = "engine"
-            return out
-        except Unsupported as e:  # decided per call signature: the engine caches its traces and refusals
-            _log_once(f"{self.api}: the Taylor engine cannot run f ({e}); using forward-over-reverse")
-        return self.fallback(args, V, w, order)
-
-    def _engine(self, args: Sequence[Any], V: Tensor, w: Tensor | None, order: int) -> tuple[Tensor, list[Tensor], Tensor]:
-        X = args[self.argnums]
-        shared = V.ndim == 2
-        collapse = w if shared and w is not None else None
-        mode = Mode(order, collapse)
-        B = X.shape[0]
-        chunk = self.chunk_size or B
-        values, jets = [], []
-        # one chunk of the whole batch is the batch itself: the same values, without slicing
-        for start in range(0, B, chunk) if chunk < B else [0]:  # pragma: no mutate (see above)
-            part = _rows(args, self.argnums, self.in_dims, start, chunk) if chunk < B else list(args)  # pragma: no mutate
-            Xp = part[self.argnums]
-            Vp = V if shared else V[start:start + chunk]
-            K = Vp.shape[-2]
-            tangent = (Vp.reshape(K, 1, *Xp.shape[1:]) if shared  # pragma: no mutate (jets are padded after K anyway)
-                       else Vp.transpose(0, 1).reshape(K, Xp.shape[0], *Xp.shape[1:]))
-            value, jet = self.engine(part, tangent, mode)
-            values.append(value)
-            jets.append(jet)
-        value = values[0] if len(values) == 1 else torch.cat(values)  # pragma: no mutate (cat of one: the same)
-        jet = jets[0] if len(jets) == 1 else [torch.cat(cs, 1 if mode.per_direction(m) else 0)  # pragma: no mutate
-                                              for m, cs in enumerate(zip(*jets), 1)]
-        top = jet[-1]
-        if w is not None and collapse is None:  # per-sample weights: collapse here
-            top = _weighted(top, w)
-        return value, jet[:-1], top
-
-    def fallback(self, args: Sequence[Any], V: Tensor, w: Tensor | None, order: int) -> tuple[Tensor, list[Tensor], Tensor]:
-        """Forward-over-reverse per sample (NOTE [fallback batching]); the same contract."""
-        f, argnums = autograd_constants(self.f), self.argnums  # NOTE [autograd's constants]
-        per_sample = V.ndim == 3
-
-        def one(*a: Any) -> Tensor:
-            *rest, Vs = a if per_sample else (*a, V)
-            x = rest[argnums]
-
-            def fx(y: Tensor) -> Tensor:
-                b = list(rest)
-                b[argnums] = y
-                return f(*b)
-
-            def along(v: Tensor) -> Tensor:  # [order + 1, *out]: c_m = d^m/dt^m f(x + t v) / m! at t = 0
-                v = v.reshape(x.shape)
-                h: Callable[[Tensor], tuple[Tensor, tuple[Tensor, ...]]] = lambda t: _with_seen(fx(x + t * v), ())  # noqa: E731
-                for _ in range(order):
-                    h = _differentiated(h)
-                _, derivatives = h(x.new_zeros(()))
-                return torch.stack([d / math.factorial(m) for m, d in enumerate(derivatives)])
-
-            return torch.stack([along(v) for v in Vs])  # [K, order + 1, *out]
-
-        options = dict(argnums=argnums, randomness=self.randomness, in_dims=self.in_dims,
-                       extra=(V,) if per_sample else ())
-        with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no second derivative
-            return self._fallback(args, one, options, w)
-
-    def _fallback(self, args: Sequence[Any], one: Callable[..., Tensor], options: dict[str, Any],
-                  w: Tensor | None) -> tuple[Tensor, list[Tensor], Tensor]:
-        try:
-            c = map_samples(self.api, one, args, chunk_size=self.chunk_size, **options)  # [B, K, order + 1, *out]
-            self.served = "fallback"
-        except DataDependent:
-            _log_once(f"{self.api}: f has data-dependent control flow, which vmap cannot map over samples; "
-                      "running it one sample at a time")
-            c = loop_samples(self.api, one, args, **options)
-            self.served = "loop"
-        c = c.movedim(0, 2)  # [K, order + 1, B, *out]
-        value, lower, top = c[:, 0].mean(0), list(c[:, 1:-1].unbind(1)), c[:, -1]  # every direction has the value
-        return value, lower, top if w is None else _weighted(top, w)
-
-
-def _with_seen(d: Tensor, seen: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-    return d, (*seen, d)
-
-
-def _differentiated(h: Callable[[Tensor], tuple[Tensor, tuple[Tensor, ...]]]) -> Callable[[Tensor], Any]:
-    """``t -> (d/dt of h's output, h's outputs so far and it)``, by reverse mode."""
-    return lambda t: _with_seen(*jacrev(h, has_aux=True)(t))
-
-
-# NOTE [fallback batching]: the fallback is nested reverse mode, the reference the engine is
-# held to: c_m along v is the m-th derivative of t -> f(x + t v) at 0 by m nested jacrev (a
-# scalar t: one vector-Jacobian product per output component). Forward mode is not used:
-# torch's forward-mode formulas differentiated again are wrong for some ops (logdet's third
-# derivative by jvp(jvp(jacrev)): 8.617 where autograd and finite differences give 7.010,
-# torch 2.13; layer_norm: NOTE [nested jvp of norms]). The samples are mapped with vmap,
-# the directions looped in Python: vmap over directions inside vmap over samples (as
-# vmap(torch.func.hessian(f)) does) gave wrong numbers for every sample but the first
-# (logdet, max error 57). An f whose Python control flow reads tensor values (an `if` on a
-# tensor, .item()) cannot run under vmap at all; it runs one sample at a time.
-_LOGGED: set[str] = set()
-
-
-def _log_once(line: str) -> None:
-    if line not in _LOGGED:
-        _LOGGED.add(line)
-        logger.info("%s", line)
-
-
-def _weighted(c: Tensor, w: Tensor) -> Tensor:
-    """``sum_k w_k c_k``: ``c [K, B, *out]`` with ``w [K]`` or per sample ``[B, K]``."""
-    w = w.to(c.dtype)
-    if w.ndim == 1:
-        return torch.tensordot(w, c, 1)
-    return (c * w.T.reshape(*w.T.shape, *(1,) * (c.ndim - 2))).sum(0)
-
-
-def _mapped(args: Sequence[Any], argnums: int, in_dims: InDims) -> tuple[int | None, ...]:
+def mapped(args: Sequence[Any], argnums: int, in_dims: InDims) -> tuple[int | None, ...]:
     """``vmap``'s in_dims for ``args``: ``in_dims``, or only ``X`` mapped (NOTE [in_dims])."""
     return in_dims or tuple(0 if i == argnums else None for i in range(len(args)))
-
-
-def _rows(args: Sequence[Any], argnums: int, in_dims: InDims, start: int, size: int) -> list[Any]:
-    """Rows ``start:start + size`` of every argument mapped over the batch."""
-    dims = _mapped(args, argnums, in_dims)
-    return [optree.tree_map(lambda t: t[start:start + size], a) if d == 0 else a for a, d in zip(args, dims)]
