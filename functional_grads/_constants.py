@@ -9,7 +9,9 @@ the ops, not the grad mode). So wherever ``f`` runs for a derivative that is not
 backward pass (the Taylor engine's trace, nested ``jvp``, ``jacfwd``), it runs under
 :func:`autograd_constants`: every tensor a torch function returns while grad mode is off is
 detached, which forward mode, the trace (``aten.detach``, kept by the engine) and the
-engine's rules all read as a constant, as autograd would.
+engine's rules all read as a constant, as autograd would. ``f`` starts with grad mode on,
+as torch.func's transforms ignore a ``no_grad`` around them: only the blocks inside ``f``
+count.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def autograd_constants(f: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(f)
     def g(*args: Any, **kwargs: Any) -> Any:
-        with _DetachWithoutGrad():
+        with torch.enable_grad(), _DetachWithoutGrad():
             return f(*args, **kwargs)
 
     return g

@@ -256,3 +256,16 @@ def test_a_non_finite_batched_derivative_is_recomputed_one_sample_at_a_time():
     d = Directional("partial_derivative", f, argnums=1, in_dims=None, chunk_size=None, randomness="error")
     d((None, Xs), torch.ones(1, 1, dtype=F64), None, 3)
     assert d.served == "loop"
+
+
+def test_a_no_grad_around_the_call_is_not_a_block_inside_f():
+    f = lambda p, x: torch.sin(x) * x.sum()  # noqa: E731 - a vector field [3] -> [3]
+    g = lambda p, x: smooth(x)  # noqa: E731
+    ops = [fg.input_jacobian(f, mode="fwd"), fg.laplacian(g, method="taylor"), fg.laplacian(g),
+           fg.partial_derivative(lambda p, x: smooth(x) * torch.cumsum(x, 0).sum(), (0, 1))]  # the last: the fallback
+    for op in ops:
+        want = op(None, X)
+        with torch.no_grad():
+            got = op(None, X)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        assert not got.requires_grad
