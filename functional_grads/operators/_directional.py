@@ -30,8 +30,8 @@ logger = logging.getLogger("functional_grads")
 
 
 class Directional:
-    """Taylor coefficients of ``f`` along directions: the engine, or forward-over-reverse
-    per sample when the engine cannot run ``f`` (NOTE [Taylor engine]).
+    """Taylor coefficients of ``f`` along directions: the engine (NOTE [Taylor engine]), or
+    nested reverse mode when the engine cannot run ``f`` (NOTE [fallback batching]).
 
     ``directional(args, V, w, order) -> (value [B, *out], lower, top)``: ``V [K, D]`` (shared)
     or ``[B, K, D]`` (per sample) directions in the flattened sample; ``lower[m - 1]
@@ -96,8 +96,9 @@ class Directional:
                         value, lower, top = self._by_autograd(f, args, V, order, loop=True)
                 if not grad_enabled:  # called under no_grad: results without a graph, as there
                     value, lower, top = value.detach(), [c.detach() for c in lower], top.detach()
-                return value, lower, top if w is None else _weighted(top, w)
-            return self._by_func(f, args, V, w, order)
+            else:
+                value, lower, top = self._by_func(f, args, V, order)
+        return value, lower, top if w is None else _weighted(top, w)
 
     def _by_autograd(self, f: Callable[..., Tensor], args: Sequence[Any], V: Tensor, order: int,
                      loop: bool) -> tuple[Tensor, list[Tensor], Tensor]:
@@ -139,7 +140,7 @@ class Directional:
         self.served = "loop"
         return loop_samples(api, f, args, argnums=argnums, randomness=randomness, in_dims=in_dims, extra=extra)
 
-    def _by_func(self, f: Callable[..., Tensor], args: Sequence[Any], V: Tensor, w: Tensor | None,
+    def _by_func(self, f: Callable[..., Tensor], args: Sequence[Any], V: Tensor,
                  order: int) -> tuple[Tensor, list[Tensor], Tensor]:
         """The same by ``torch.func.jacrev``, inside a torch.func transform or a trace."""
         argnums, per_sample = self.argnums, V.ndim == 3
@@ -164,8 +165,7 @@ class Directional:
             return torch.stack([along(v) for v in Vs])  # [K, order + 1, *out]
 
         c = self._mapped(one, args, (V,) if per_sample else ()).movedim(0, 2)  # [K, order + 1, B, *out]
-        value, lower, top = c[:, 0].mean(0), list(c[:, 1:-1].unbind(1)), c[:, -1]  # every direction has the value
-        return value, lower, top if w is None else _weighted(top, w)
+        return c[:, 0].mean(0), list(c[:, 1:-1].unbind(1)), c[:, -1]  # every direction has the value
 
 
 def _d_dt(y: Tensor, t: Tensor) -> Tensor:
