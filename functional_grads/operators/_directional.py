@@ -9,7 +9,6 @@ one :class:`Directional`: a new operator is a new set of directions, not a new c
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any, Callable, Sequence
 
@@ -25,9 +24,6 @@ from .._per_sample import DataDependent, loop_samples, map_samples
 from .._typing import InDims
 from ._jet import Mode
 from ._taylor import Engine, Unsupported, mapped
-
-logger = logging.getLogger("functional_grads")
-
 
 class Directional:
     """Taylor coefficients of ``f`` along directions: the engine (NOTE [Taylor engine]), or
@@ -54,7 +50,7 @@ class Directional:
             self.served = "engine"
             return out
         except Unsupported as e:  # decided per call signature: the engine caches its traces and refusals
-            _log_once(f"{self.api}: the Taylor engine cannot run f ({e}); using nested reverse mode")
+            self.engine.traces.log_once(f"{self.api}: the Taylor engine cannot run f ({e}); using nested reverse mode")
         return self.fallback(args, V, w, order)
 
     def _engine(self, args: Sequence[Any], V: Tensor, w: Tensor | None, order: int) -> tuple[Tensor, list[Tensor], Tensor]:
@@ -135,8 +131,8 @@ class Directional:
                 self.served = "fallback"
                 return out
             except DataDependent:
-                _log_once(f"{api}: f has data-dependent control flow, which vmap cannot map over samples; "
-                          "running it one sample at a time")
+                self.engine.traces.log_once(f"{api}: f has data-dependent control flow, which vmap cannot map over "
+                                            "samples; running it one sample at a time")
         self.served = "loop"
         return loop_samples(api, f, args, argnums=argnums, randomness=randomness, in_dims=in_dims, extra=extra)
 
@@ -201,13 +197,6 @@ def _differentiated(h: Callable[[Tensor], tuple[Tensor, tuple[Tensor, ...]]]) ->
 # tensor, .item()) cannot run under vmap at all; it runs one sample at a time. So does the
 # eager fallback when vmap's batched op has a non-finite derivative where the op on one
 # sample has none (logcumsumexp of a 0-d tensor: NaN third derivative batched, 0 alone).
-_LOGGED: set[str] = set()
-
-
-def _log_once(line: str) -> None:
-    if line not in _LOGGED:
-        _LOGGED.add(line)
-        logger.info("%s", line)
 
 
 def _weighted(c: Tensor, w: Tensor) -> Tensor:

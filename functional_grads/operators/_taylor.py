@@ -64,7 +64,7 @@ class Engine:
     def __init__(self, api: str, f: Callable[..., Tensor], argnums: int, in_dims: InDims, randomness: str):
         self.api, self.f, self.argnums, self.in_dims, self.randomness = api, f, argnums, in_dims, randomness
         self.roots = _guards.reachable_modules(f)
-        self.cache = _cache((_fn_key(f), api, argnums, in_dims, randomness))
+        self.traces = _cache((_fn_key(f), api, argnums, in_dims, randomness))
 
     def __call__(self, args: Sequence[Any], tangent: Tensor, mode: Mode) -> tuple[Tensor, Jet]:
         if running() == "dynamo":
@@ -85,7 +85,7 @@ class Engine:
         key = (spec, tuple(t for t in leaves if not isinstance(t, Tensor)),
                tuple((t.dtype, t.device, tuple(t.shape[1:] if b else t.shape)) for t, b in zip(tensors, batch)),
                None if self.roots is None else _guards.module_state(self.roots))
-        entries = self.cache.setdefault(key, [])
+        entries = self.traces.graphs.setdefault(key, [])
         for g in entries:
             if isinstance(g, Unsupported):
                 raise g  # this signature cannot be traced: decided once (f is pure)
@@ -150,14 +150,27 @@ _KEEP = (torch.ops.aten.detach.default, torch.ops.aten.linalg_vector_norm.defaul
 # or a function with the same code, closure contents, globals it names and defaults (the
 # lambda a loss rebuilds on every call). Closure values that are not numbers, strings or functions count
 # by identity, as jax.jit counts them. The least recently used of 256 are dropped.
-_CACHES: OrderedDict[Any, dict[Any, list[Any]]] = OrderedDict()  # _Graph, or Unsupported: refused
+class Traces(NamedTuple):
+    """What the engine keeps for one ``f``: per signature, its graphs (or the ``Unsupported``
+    that refused it), and the log lines already written about it (once per ``f``)."""
+
+    graphs: dict[Any, list[Any]]
+    logged: set[str]
+
+    def log_once(self, line: str) -> None:
+        if line not in self.logged:
+            self.logged.add(line)
+            logger.info("%s", line)
 
 
-def _cache(key: Any) -> dict[Any, list[Any]]:
+_CACHES: OrderedDict[Any, Traces] = OrderedDict()
+
+
+def _cache(key: Any) -> Traces:
     if key in _CACHES:
         _CACHES.move_to_end(key)
     else:
-        _CACHES[key] = {}
+        _CACHES[key] = Traces({}, set())
         if len(_CACHES) > 256:
             _CACHES.popitem(last=False)  # pragma: no mutate (None is False here too)
     return _CACHES[key]
