@@ -54,7 +54,31 @@ FUNCTIONS = {
     + x * ((x < 0.5) & (x >= -1) & (x <= 2) & (x != 0.3) & ~(x == 0.7)).double()
     + x**2 * (torch.floor(x) + torch.ceil(x) + torch.round(x) + torch.trunc(x)) + x * torch.argmax(x).double(),
     "float32_output": lambda x: (x.float() * 2).tanh(),
+    # jointly linear ops (the indices, pads' values and fills constant)
+    "index_gather_index_select": lambda x: torch.tanh(x[IDX] * torch.gather(x, 0, IDX) + torch.index_select(x, 0, IDX)),
+    "pad_flip_roll_cumsum": lambda x: torch.nn.functional.pad(x, (1, 2), value=0.5).sin()[:3] * torch.flip(x, [0])
+    + torch.roll(x, 1) * torch.cumsum(x, 0) ** 2,
+    "split_unbind_diagonal": lambda x: torch.split(x, [1, 2])[1].sum() * x.unbind()[0] * x
+    + torch.diagonal(torch.tanh(x[:, None] * x[None, :])),
+    "repeat_unfold_pools": lambda x: x.repeat(2)[1:4] ** 2 * x.unfold(0, 2, 1).sum(1).sum() ** 2
+    + torch.nn.functional.avg_pool1d(x[None, None], 2, 1).sin().sum()
+    + torch.nn.functional.adaptive_avg_pool1d(x[None, None] ** 2, 2).sum(),
+    "scatters_and_puts": lambda x: torch.zeros(3, dtype=F64).scatter(0, IDX_PERM, x ** 2) * x
+    + x.index_put((IDX_PERM[:2],), x[:2].sin()) + x.scatter_add(0, IDX_PERM, x.exp())
+    + torch.index_add(x, 0, IDX_PERM, x ** 3) + x.scatter(0, IDX_PERM[:1], 0.0) * x,
+    "norms": lambda x: torch.linalg.vector_norm(x) * x + torch.linalg.vector_norm(x[:, None] * W, 3.0, dim=1)
+    + torch.linalg.vector_norm(x * W, float("inf"), dim=0, keepdim=True)[0] * x ** 2
+    + torch.linalg.vector_norm(x, 1) + torch.linalg.vector_norm(x, 0) * x,
+    "amax_amin_rounding_division": lambda x: torch.amax(x[:, None] * W, 0) * x + torch.amin(x * x.sin(), 0, keepdim=True)
+    + torch.div(x, 0.3, rounding_mode="floor") * x ** 2 + torch.div(x, 0.7, rounding_mode="trunc") * x.exp()
+    + torch.div(x, 1 + x ** 2, rounding_mode=None),
+    # selections: the values at the indices
+    "max_sort_topk_kthvalue": lambda x: x.max(0).values * x + x.sort(descending=True).values * x ** 2
+    + x.topk(2).values.sum() * x + torch.kthvalue(x, 2).values ** 3 + x.min(0).values.exp(),
+    "median_mode_cummax": lambda x: torch.median(x, 0).values * x + torch.cummax(x, 0).values ** 2
+    + torch.cummin(x.sin(), 0).values + torch.sort(x, stable=True).values * x,
 }
+IDX, IDX_PERM = torch.tensor([2, 0, 2]), torch.tensor([2, 0, 1])
 
 
 def _reference(fn, X, V, n):
@@ -101,6 +125,21 @@ def test_each_rule_at_orders_1_to_4_per_direction_and_collapsed(name):
         torch.testing.assert_close(collapsed[-1], torch.tensordot(w.to(value.dtype), jet[-1], 1), rtol=tol, atol=tol / 10)
 
 
+def test_a_norm_at_zero_has_autograds_subgradient_zero():
+    # the decomposition's sqrt would give inf * 0 = NaN; autograd gives 0 at every order
+    X = torch.tensor([[0.0, 0.0, 0.0], [0.3, -1.0, 2.0]], dtype=F64)
+    V = torch.tensor([[1.0, 0.0, 0.0], [0.5, -1.0, 2.0]], dtype=F64)
+    for p in (2.0, 0.5, 3.0):
+        fn = lambda x: torch.linalg.vector_norm(x, p) * 2.0  # noqa: E731
+        for n in (1, 2, 3):
+            _, jet = _engine(fn)((None, X), V[:, None], Mode(n, None))
+            for m in range(n):
+                torch.testing.assert_close(jet[m][:, 0], torch.zeros(2, dtype=F64), rtol=0, atol=0)
+            torch.testing.assert_close(jet[0][:, 1], _reference(fn, X[1:], V, 1)[:, 0], rtol=1e-10, atol=1e-12)
+    with pytest.raises(Unsupported, match=r"linalg_vector_norm with ord=-1\.0 or a dtype"):
+        _engine(lambda x: torch.linalg.vector_norm(x, -1.0))((None, X[1:]), V[:, None], Mode(1, None))
+
+
 def test_per_sample_directions():
     fn = FUNCTIONS["mm_addmm_bmm"]
     X = torch.randn(2, 3, dtype=F64, generator=torch.Generator().manual_seed(2))
@@ -111,8 +150,8 @@ def test_per_sample_directions():
 
 
 def test_ops_without_a_rule_are_refused_by_name():
-    fn = lambda x: torch.cumsum(x, 0).sin()  # noqa: E731 - cumsum: linear, but no rule
-    with pytest.raises(Unsupported, match=r"^no Taylor rule for aten\.cumsum\.default$"):
+    fn = lambda x: torch.logcumsumexp(x, 0).sin()  # noqa: E731 - no rule
+    with pytest.raises(Unsupported, match=r"^no Taylor rule for aten\.logcumsumexp\.default$"):
         _engine(fn)((None, torch.ones(2, 3, dtype=F64)), torch.eye(3, dtype=F64)[:, None], Mode(2, None))
     assert "aten.tanh" in ops_with_rules() and "aten.convolution" in ops_with_rules()
 

@@ -20,6 +20,7 @@ from . import _elementwise as ew
 from ._jet import Jet, Mode, NoRule, add, each, full, only_first, padded
 
 aten = torch.ops.aten
+prims = torch.ops.prims
 Rule = Callable[[Mode, Sequence[Any], dict, Sequence[Any], Any], Any]
 _RULES: dict[Any, Rule] = {}
 
@@ -271,6 +272,61 @@ def _multilinear(op: Any, positions: tuple[int, ...], mode: Mode, args: Sequence
     return _product(mode, partial(pair, i, j), args[i], jets[i], args[j], jets[j])
 
 
+def _joint(op: Any, positions: tuple[int, ...], zeros: tuple[tuple[int, Any], ...], mode: Mode, args: Sequence[Any],
+           kwargs: dict, jets: Sequence[Any], out: Any) -> Any:
+    """An op jointly linear in the tensors at ``positions`` (others constant): each
+    coefficient is the op of the inputs' coefficients (0 for an input without one), with the
+    arguments in ``zeros`` (a pad's or a fill's value) set to 0 and, per direction, mapped
+    over the directions. A tuple output (split, unbind) gets a tuple of jets."""
+    live = [i for i, j in enumerate(jets) if j is not None]
+    if any(i not in positions for i in live):
+        raise NoRule(f"{op}: an input-dependent argument outside positions {positions}")
+    result: list[Any] = []
+    for m in range(1, mode.order + 1):
+        cs = {i: jets[i][m - 1] for i in live if jets[i][m - 1] is not None}
+        if not cs:
+            result.append(None)
+            continue
+        k = mode.per_direction(m)
+
+        def call(*coefficients: Tensor) -> Any:
+            a = list(args)
+            for i in positions:
+                a[i] = torch.zeros_like(args[i])
+            for i, value in zeros:
+                a[i] = value
+            for i, c in zip(cs, coefficients):
+                a[i] = c
+            return op(*a, **kwargs)
+
+        whole = [full(c, args[i].shape, k) for i, c in cs.items()]
+        result.append(torch.vmap(call)(*whole) if k else call(*whole))
+    if not isinstance(out, (tuple, list)):
+        return result
+    return tuple([None if r is None else r[o] for r in result] for o in range(len(out)))
+
+
+def _selected(dim_at: int | None, keep_at: int | None, mode: Mode, args: Sequence[Any], kwargs: dict,
+              jets: Sequence[Any], out: Any) -> Any:
+    """Ops that select elements along a dim and return ``(values, indices)`` (max/min over a
+    dim, sort, topk, kthvalue, median, mode, cummax/cummin; the dim at ``dim_at``, or a keyword,
+    ``keepdim`` at ``keep_at`` or none: same rank): the values' coefficients are the input's at
+    the indices, as autograd routes the gradient."""
+    only_first(jets, "a selection")
+    x, indices = args[0], out[1]
+    dim = args[dim_at] if dim_at is not None and len(args) > dim_at else kwargs.get("dim", -1)
+    d = dim % max(x.ndim, 1)
+    keep = True if keep_at is None else bool(args[keep_at] if len(args) > keep_at else kwargs.get("keepdim", False))
+    at = indices if keep else indices.unsqueeze(d)
+
+    def pick(c: Tensor, k: bool) -> Tensor:
+        c = full(c, x.shape, k)
+        values = torch.gather(c, d + k, at.expand(c.shape[0], *at.shape) if k else at)
+        return values if keep else values.squeeze(d + k)
+
+    return each(mode, jets[0], pick), None
+
+
 # ---- ops made of others -------------------------------------------------------------------
 
 
@@ -355,12 +411,31 @@ for _op in (aten.gt, aten.lt, aten.ge, aten.le, aten.eq, aten.ne, aten.sign, ate
             aten.trunc, aten.floor_divide, aten.argmax, aten.argmin, aten.isnan, aten.isinf, aten.logical_not, aten.detach,
             aten.sym_size, aten.size, aten.sym_numel, aten.sym_stride, aten.stride):
     _RULES[_op] = _constant
+for _overload, _positions, _zeros in (
+        (aten._unsafe_index.Tensor, (0,), ()), (aten.index.Tensor, (0,), ()), (aten.gather.default, (0,), ()),
+        (aten.index_select.default, (0,), ()), (aten.diagonal.default, (0,), ()), (prims.rev.default, (0,), ()),
+        (aten.roll.default, (0,), ()), (aten.cumsum.default, (0,), ()), (aten.repeat.default, (0,), ()),
+        (aten.unfold.default, (0,), ()), (aten.alias.default, (0,), ()), (aten.constant_pad_nd.default, (0,), ((2, 0.0),)),
+        (aten.avg_pool2d.default, (0,), ()), (aten.avg_pool3d.default, (0,), ()),
+        (aten._adaptive_avg_pool2d.default, (0,), ()), (aten._adaptive_avg_pool3d.default, (0,), ()),
+        (aten.split.Tensor, (0,), ()), (aten.split_with_sizes.default, (0,), ()), (aten.unbind.int, (0,), ()),
+        (aten.copy.default, (0, 1), ()), (aten.scatter.src, (0, 3), ()), (aten.scatter.value, (0,), ((3, 0.0),)),
+        (aten.scatter_add.default, (0, 3), ()), (aten.index_put.default, (0, 2), ()),
+        (aten.index_add.default, (0, 3), ()), (aten.index_copy.default, (0, 3), ()),
+        (aten.diagonal_scatter.default, (0, 1), ()), (aten.select_scatter.default, (0, 1), ()),
+        (aten.slice_scatter.default, (0, 1), ()), (aten.masked_scatter.default, (0, 2), ())):
+    _RULES[_overload] = partial(_joint, _overload, _positions, _zeros)
+for _overload, _dim_at, _keep_at in ((aten.max.dim, 1, 2), (aten.min.dim, 1, 2), (aten.sort.default, 1, None),
+                               (aten.sort.stable, None, None), (aten.topk.default, 2, None), (aten.kthvalue.default, 2, 3),
+                               (aten.median.dim, 1, 2), (aten.nanmedian.dim, 1, 2), (aten.mode.default, 1, 2),
+                               (aten.cummax.default, 1, None), (aten.cummin.default, 1, None)):
+    _RULES[_overload] = partial(_selected, _dim_at, _keep_at)
 _RULES.update({
     aten.view: partial(_linear, _reshape),
     aten.unsqueeze: partial(_linear, _reshape),
     aten.squeeze: partial(_linear, _reshape),
     aten.clone: partial(_linear, _same),
-    torch.ops.prims.convert_element_type: partial(_linear, _cast),
+    prims.convert_element_type: partial(_linear, _cast),
     aten.permute: partial(_linear, _permute),
     aten.expand: partial(_linear, _expand),
     aten.select: partial(_linear, _select),

@@ -255,7 +255,7 @@ def _propagate(g: _Graph, inputs: list[Tensor], jets: dict[int, Jet], mode: Mode
         elif node.op == "call_function":
             args = torch.fx.node.map_arg(node.args, env.__getitem__)
             kwargs = torch.fx.node.map_arg(node.kwargs, env.__getitem__)
-            out = node.target(*args, **kwargs)
+            out = _SIZES[node.target](*args) if node.target in _SIZES else node.target(*args, **kwargs)
             env[node] = out
             if any(n in jet_env for n in node.all_input_nodes) and _differentiable(out):
                 if any(isinstance(v, torch.fx.Node) and v in jet_env for v in node.kwargs.values()):  # pragma: no mutate
@@ -275,6 +275,14 @@ def _propagate(g: _Graph, inputs: list[Tensor], jets: dict[int, Jet], mode: Mode
             env.pop(dead, None)  # pragma: no mutate
             jet_env.pop(dead, None)  # pragma: no mutate
     raise AssertionError("a graph without an output")  # pragma: no mutate (fx graphs end in one)
+
+
+# Size queries read the logical shape in Python: under a user's vmap the aten ops have no
+# batching rule ("Batching rule not implemented for aten::sym_size.int").
+_SIZES: dict[Any, Callable[..., Any]] = {
+    torch.ops.aten.sym_size.int: lambda t, d: t.shape[d],
+    torch.ops.aten.sym_numel.default: lambda t: t.numel(),
+}
 
 
 def _apply(rule: Any, op: Any, mode: Mode, args: Any, kwargs: Any, jets: list[Any], out: Any) -> Any:
