@@ -126,11 +126,10 @@ def _reduce(mean: bool, c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Te
 
 
 def _extreme(c: Tensor, k: bool, args: Sequence[Any], out: Any) -> Tensor:
-    """amax and amin over ``args[1]`` (all dims when empty), ``keepdim`` ``args[2]``: the
+    """amax and amin over ``args[1]`` (vmap names the dims), ``keepdim`` ``args[2]``: the
     coefficients of the extreme elements, shared evenly among ties (autograd's convention)."""
-    x, s = args[0], int(k)
-    dims = list(args[1]) if len(args) > 1 and len(args[1]) else list(range(x.ndim))
-    keep = bool(args[2]) if len(args) > 2 else False
+    x, s, dims = args[0], int(k), list(args[1])
+    keep = len(args) > 2 and bool(args[2])
     pick = x == (out if keep else out.reshape([1 if i in _dims(dims, x.ndim, 0) else n for i, n in enumerate(x.shape)]))
     d = _dims(dims, x.ndim, s)
     share = pick / pick.sum(_dims(dims, x.ndim, 0), keepdim=True)
@@ -312,11 +311,9 @@ def _selected(dim_at: int | None, keep_at: int | None, mode: Mode, args: Sequenc
     dim, sort, topk, kthvalue, median, mode, cummax/cummin; the dim at ``dim_at``, or a keyword,
     ``keepdim`` at ``keep_at`` or none: same rank): the values' coefficients are the input's at
     the indices, as autograd routes the gradient."""
-    only_first(jets, "a selection")
-    x, indices = args[0], out[1]
-    dim = args[dim_at] if dim_at is not None and len(args) > dim_at else kwargs.get("dim", -1)
-    d = dim % max(x.ndim, 1)
-    keep = True if keep_at is None else bool(args[keep_at] if len(args) > keep_at else kwargs.get("keepdim", False))
+    x, indices = args[0], out[1]  # the other arguments are numbers
+    d = (args[dim_at] if dim_at is not None else kwargs["dim"]) % x.ndim  # vmap names the dim
+    keep = keep_at is None or (len(args) > keep_at and bool(args[keep_at]))
     at = indices if keep else indices.unsqueeze(d)
 
     def pick(c: Tensor, k: bool) -> Tensor:
@@ -381,10 +378,8 @@ def _vector_norm(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[A
     """``linalg_vector_norm(x, p, dim, keepdim)`` as ``(sum |x|^p)^(1/p)`` (``max |x|`` for
     ``p = inf``), every coefficient 0 where the norm is 0: autograd's subgradient there
     (its decomposition's ``inf * 0`` would be NaN)."""
-    x = args[0]
-    p = float(args[1]) if len(args) > 1 else 2.0
-    dims = args[2] if len(args) > 2 and args[2] is not None else []
-    keep = bool(args[3]) if len(args) > 3 else False
+    x, p, dims = args[0], float(args[1]), args[2]  # under vmap the order and the dims are named
+    keep = len(args) > 3 and bool(args[3])
     if p == 0:
         return None  # the number of nonzero entries: piecewise constant
     if kwargs.get("dtype") is not None or p < 0:
@@ -396,7 +391,7 @@ def _vector_norm(mode: Mode, args: Sequence[Any], kwargs: dict, jets: Sequence[A
     total = x.abs() ** p
     summed = each(mode, powered, lambda c, k: _reduce(False, c, k, [total, dims, keep], out))
     zero = out == 0
-    s = torch.where(zero, 1.0, total.sum(_dims(dims or range(x.ndim), x.ndim, 0), keepdim=keep))
+    s = torch.where(zero, 1.0, total.sum(_dims(dims, x.ndim, 0), keepdim=keep))
     jet = ew.compose(mode, ew.normalized(ew.power(1 / p, s, mode.order)), summed, out.ndim)
     return each(mode, jet, lambda c, k: torch.where(zero, 0.0, c))
 
