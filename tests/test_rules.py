@@ -57,6 +57,7 @@ FUNCTIONS = {
     # jointly linear ops (the indices, pads' values and fills constant)
     "index_gather_index_select": lambda x: torch.tanh(x[IDX] * torch.gather(x, 0, IDX) + torch.index_select(x, 0, IDX)),
     "pad_flip_roll_cumsum": lambda x: torch.nn.functional.pad(x, (1, 2), value=0.5).sin()[:3] * torch.flip(x, [0])
+    + torch.nn.functional.pad(x ** 2, (2, 0))[:3] * torch.constant_pad_nd(x, (0, 1))[1:]
     + torch.roll(x, 1) * torch.cumsum(x, 0) ** 2,
     "split_unbind_diagonal": lambda x: torch.split(x, [1, 2])[1].sum() * x.unbind()[0] * x
     + torch.diagonal(torch.tanh(x[:, None] * x[None, :])),

@@ -293,7 +293,8 @@ def _joint(op: Any, positions: tuple[int, ...], zeros: tuple[tuple[int, Any], ..
             for i in positions:
                 a[i] = torch.zeros_like(args[i])
             for i, value in zeros:
-                a[i] = value
+                if i < len(a):  # absent: the default, 0 already
+                    a[i] = value
             for i, c in zip(cs, coefficients):
                 a[i] = c
             return op(*a, **kwargs)
