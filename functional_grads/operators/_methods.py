@@ -19,7 +19,7 @@ from ._directional import Directional
 
 class Method(Protocol):
     """An exact method: ``(args, V, w) -> (value, tangents or None, sum_k w_k v_k^T H v_k)``
-    for directions ``V [K, D]`` and weights ``w [K]`` (``_Forward`` also takes them per
+    for directions ``V [K, D]`` and weights ``w [K]`` (:class:`Forward` also takes them per
     sample, ``[B, K, D]`` and ``[B, K]``: the stochastic methods' draws);
     ``value [B, *out]``, ``tangents [K, B, *out]`` (``v_k . grad f``), the operator ``[B, *out]``."""
 
