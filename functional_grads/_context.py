@@ -30,7 +30,7 @@ def running() -> Running:
 
 def compiling() -> bool:
     """True while torch.compile (dynamo or AOT tracing) or our ``make_fx`` trace runs the code."""
-    return running() in ("dynamo", "traced")
+    return _LOCAL.tracing or torch.compiler.is_compiling()  # running()'s first two, without its transform probe
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ def map_samples(
     X = _checks.check_batch(api, args, argnums)
     dims = resolve_in_dims(api, in_dims, args, argnums)
     mapped = vmap(fn, in_dims=(*dims, *(0,) * len(extra)), chunk_size=chunk_size, randomness=randomness)
-    conditions = frozenset(i for i, d in enumerate(dims) if d == 0 and i != argnums)
+    conditions = _conditions(dims, argnums)
     with per_sample(api, randomness, X.ndim - 1, conditions):
         try:
             return mapped(*args, *extra)
@@ -56,6 +56,11 @@ def map_samples(
             raise
 
 
+def _conditions(dims: Sequence[int | None], argnums: int) -> frozenset[int]:
+    """The positions besides X that are mapped over the batch (NOTE [per-sample context])."""
+    return frozenset(i for i, d in enumerate(dims) if d == 0 and i != argnums)
+
+
 class DataDependent(RuntimeError):
     """``f`` reads a tensor's value in its Python control flow: vmap cannot map it."""
 
@@ -77,7 +82,7 @@ def loop_samples(
     for an ``fn`` that ``vmap`` cannot run (Python control flow on tensor values)."""
     X = _checks.check_batch(api, args, argnums)
     dims = resolve_in_dims(api, in_dims, args, argnums)
-    conditions = frozenset(i for i, d in enumerate(dims) if d == 0 and i != argnums)
+    conditions = _conditions(dims, argnums)
     outs = []
     with per_sample(api, randomness, X.ndim - 1, conditions):
         for i in range(X.shape[0]):
